@@ -1,0 +1,146 @@
+"""Array backend: NumPy on CPU, CuPy on GPU, one FFT path for both.
+
+This is the only module that imports CuPy. Engines and operators take an
+array module ``xp`` (``numpy`` or ``cupy``) and call the helpers here for
+FFTs, host transfer and scatter-add, so the same code runs on both.
+
+FFTs are unitary (``norm="ortho"``) over the last two axes, so the
+intensity of a wave is the same in real and reciprocal space
+(Parseval); see ``CONVENTIONS.md`` in the project docs.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+__all__ = [
+    "get_xp",
+    "xp_of",
+    "to_host",
+    "fft2",
+    "ifft2",
+    "scatter_add",
+    "gpu_available",
+]
+
+
+def gpu_available() -> bool:
+    """Return True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy  # noqa: PLC0415  (the one allowed CuPy import site)
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, CUDARuntimeError, driver missing ...
+        return False
+
+
+def get_xp(name: str = "auto") -> ModuleType:
+    """Return the array module for ``name``.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "cupy"}
+        ``"auto"`` picks CuPy when a GPU is usable and NumPy otherwise.
+        The environment variable ``PTYHPC_BACKEND`` overrides ``"auto"``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    RuntimeError
+        ``"cupy"`` requested but CuPy or a GPU is not available.
+    """
+    if name == "auto":
+        name = os.environ.get("PTYHPC_BACKEND", "auto")
+        if name == "auto":
+            name = "cupy" if gpu_available() else "numpy"
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        if not gpu_available():
+            raise RuntimeError("backend 'cupy' requested but CuPy or a CUDA device is not available")
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    raise ValueError(f"unknown array backend {name!r}; use 'auto', 'numpy' or 'cupy'")
+
+
+def xp_of(array) -> ModuleType:
+    """Array module (numpy or cupy) that owns ``array``."""
+    mod = type(array).__module__
+    if mod.startswith("cupy"):
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    return np
+
+
+def to_host(array) -> np.ndarray:
+    """Copy ``array`` to a NumPy array on the host (no copy for NumPy input)."""
+    if xp_of(array) is np:
+        return np.asarray(array)
+    return array.get()
+
+
+def _fft_module(xp: ModuleType):
+    if xp is np:
+        import scipy.fft  # noqa: PLC0415  (pocketfft with threads, faster than numpy.fft)
+
+        return scipy.fft
+    return xp.fft
+
+
+def fft2(a, workers: int | None = None):
+    """Unitary 2D FFT over the last two axes (zero frequency at index 0).
+
+    Sign convention exp(-2πi k·r), as NumPy and abTEM use.
+    """
+    xp = xp_of(a)
+    if xp is np:
+        return _fft_module(xp).fft2(a, norm="ortho", workers=workers, overwrite_x=False)
+    return xp.fft.fft2(a, norm="ortho")
+
+
+def ifft2(a, workers: int | None = None):
+    """Unitary inverse 2D FFT over the last two axes; inverse of :func:`fft2`."""
+    xp = xp_of(a)
+    if xp is np:
+        return _fft_module(xp).ifft2(a, norm="ortho", workers=workers, overwrite_x=False)
+    return xp.fft.ifft2(a, norm="ortho")
+
+
+def scatter_add(target, flat_index, values) -> None:
+    """In place ``target.flat[flat_index] += values`` with repeated indices summed.
+
+    Parameters
+    ----------
+    target : ndarray, real or complex, C-contiguous
+        Array accumulated into (any shape; indexed as flattened).
+    flat_index : ndarray of int
+        Flat indices into ``target``, any shape.
+    values : ndarray
+        Same shape as ``flat_index``.
+
+    Notes
+    -----
+    NumPy uses ``bincount`` (much faster than ``np.add.at``), CuPy uses
+    ``cupyx.scatter_add`` (atomic adds).
+    """
+    xp = xp_of(target)
+    idx = flat_index.ravel()
+    val = values.ravel()
+    if xp is np:
+        n = target.size
+        flat = target.reshape(-1)
+        if np.iscomplexobj(target):
+            flat.real += np.bincount(idx, weights=val.real, minlength=n)[:n].astype(flat.real.dtype)
+            flat.imag += np.bincount(idx, weights=val.imag, minlength=n)[:n].astype(flat.imag.dtype)
+        else:
+            flat += np.bincount(idx, weights=val, minlength=n)[:n].astype(flat.dtype)
+        return
+    import cupyx  # noqa: PLC0415
+
+    cupyx.scatter_add(target.reshape(-1), idx, val)

@@ -1,0 +1,74 @@
+"""Names and conventions of the ptyhpc zarr v3 store (schema version 1).
+
+Every module that reads or writes the store takes its names from here, so
+the layout is written down once. SI units throughout (m, rad, eV); a name
+carries its unit where it is not SI.
+
+Store layout
+------------
+Root group attributes
+    ``ptyhpc_schema``      int, :data:`SCHEMA_VERSION`
+    ``kind``               ``"tilt_series"`` (``"energy_stack"``, ``"rocking_curve"``, ``"single"`` later)
+    ``radiation``          ``"electron"`` | ``"xray"``
+    ``geometry``           dict, see :data:`GEOMETRY_KEYS`
+    ``source_files``       list of str, one per item, in item order
+    ``ingest_complete``    bool, written last by ingest (a store without it is not usable)
+
+Arrays
+    ``frames``      (n_items, n_positions, det_y, det_x), raw dtype (uint16/uint32/float32),
+                    diffraction patterns with zero frequency at (det_y//2, det_x//2) (centred);
+                    one shard per item.
+    ``positions``   (n_items, n_positions, 2) float64, m, (y, x) probe centres in the scan frame
+                    (the frame of the raw files' ``scan_origin``), attribute ``axes = ["y", "x"]``.
+    ``tilt_angle``  (n_items,) float64, rad, rotation about the y axis.
+
+Results (``results/<stage>/...``), each with a per-item ``status`` uint8 array
+(0 = pending, 1 = done) written *after* the item's data, so a crash never
+leaves a result that looks complete and a rerun skips finished items.
+
+    ``results/ptycho/object``  (n_items, H, W) complex64; attributes ``pixel_size_m`` and
+                               ``origin_m`` = (y, x) scan-frame position of pixel [0, 0].
+    ``results/ptycho/probe``   (n_items, det_y, det_x) complex64, real-space probe.
+    ``results/ptycho/error``   (n_items, n_iter) float32, data error per iteration.
+    ``results/ptycho/illumination``  (n_items, H, W) float32, Σ_j |P_j|² on the object grid.
+    ``results/ptycho/status``  (n_items,) uint8.
+    ``results/tomo/sirt``,
+    ``results/tomo/fbp``       (ny, nz, nx) float32; attributes ``axes = ["y", "z", "x"]``,
+                               ``voxel_size_m``, ``origin_m`` (y, z, x) of voxel [0, 0, 0]
+                               (x in the scan frame, z relative to the tilt axis),
+                               ``units``: ``"rad/m"`` (phase per unit length),
+                               ``rotation_axis_x_m`` (scan-frame x of the tilt axis).
+    ``results/tomo/shifts``    (n_items, 2) float64, (y, x) alignment shifts, object pixels.
+    ``results/tomo`` attributes ``center_px``, ``rotation_axis_x_m``, ``complete`` (written last).
+"""
+
+SCHEMA_VERSION = 1
+
+FRAMES = "frames"
+POSITIONS = "positions"
+TILT_ANGLE = "tilt_angle"
+
+RESULTS = "results"
+PTYCHO = "results/ptycho"
+PTYCHO_OBJECT = "results/ptycho/object"
+PTYCHO_PROBE = "results/ptycho/probe"
+PTYCHO_ERROR = "results/ptycho/error"
+PTYCHO_STATUS = "results/ptycho/status"
+PTYCHO_ILLUMINATION = "results/ptycho/illumination"
+TOMO = "results/tomo"
+TOMO_SIRT = "results/tomo/sirt"
+TOMO_FBP = "results/tomo/fbp"
+TOMO_SHIFTS = "results/tomo/shifts"
+
+#: Keys of the root ``geometry`` attribute (all SI).
+GEOMETRY_KEYS = (
+    "beam_energy_eV",             # float, eV
+    "wavelength_m",               # float, m (relativistic for electrons)
+    "convergence_semiangle_rad",  # float, rad
+    "defocus_m",                  # float, m; C10 = -defocus (abTEM convention)
+    "Cs_m",                       # float, m (C30), 0 when not given
+    "reciprocal_sampling_inv_m",  # [dky, dkx], 1/m per detector pixel
+    "scan_step_m",                # float, m (nominal)
+    "scan_origin_m",              # [y, x], m
+    "dose_e_per_m2",              # float or None
+)

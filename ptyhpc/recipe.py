@@ -1,0 +1,117 @@
+"""The ``ptyhpc run`` recipe: a YAML file validated at the door.
+
+Example (``examples/cnt_demo.yaml``)::
+
+    input:
+      files: ["../data/cnt_tilt_series/tilt_*.h5"]   # globs, relative to this file
+    store: ../out/cnt.zarr
+    figures: ../out/figures
+    report: ../out/report.txt
+    cluster: {scheduler: null, workers: null}      # null: LocalCluster on all cores
+    ptycho: {n_iter: 60}
+    tomo: {n_iter: 100, nonneg: true, align: true}
+    truth: ../data/cnt_tilt_series                   # optional: ground truth for the report
+
+Every key except ``input`` and ``store`` is optional; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .pipeline.ptycho_stage import PtychoParams
+
+__all__ = ["Recipe", "load_recipe"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    files: list[str] = Field(min_length=1)
+
+
+class ClusterSpec(_Strict):
+    scheduler: Optional[str] = None
+    workers: Optional[int] = Field(default=None, ge=1)
+
+
+class TomoSpec(_Strict):
+    n_iter: int = Field(default=100, ge=1)
+    nonneg: bool = True
+    align: bool = True
+
+
+class Recipe(_Strict):
+    input: InputSpec
+    store: str
+    figures: Optional[str] = None
+    report: Optional[str] = None
+    overwrite: bool = False
+    cluster: ClusterSpec = ClusterSpec()
+    ptycho: dict = Field(default_factory=dict)
+    tomo: TomoSpec = TomoSpec()
+    truth: Optional[str] = None
+
+    @field_validator("ptycho")
+    @classmethod
+    def _check_ptycho(cls, v):
+        known = {f.name for f in fields(PtychoParams)}
+        unknown = set(v) - known
+        if unknown:
+            raise ValueError(f"unknown ptycho settings {sorted(unknown)}; known: {sorted(known)}")
+        PtychoParams(**v)  # raises on bad values
+        return v
+
+    def ptycho_params(self) -> PtychoParams:
+        return PtychoParams(**self.ptycho)
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
+    """Read and validate a recipe; resolve paths relative to the recipe file.
+
+    Returns
+    -------
+    recipe : Recipe
+        With ``store``, ``figures``, ``report``, ``truth`` made absolute.
+    files : list of Path
+        The input files matched by the globs, sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        The recipe is missing, or a glob matches no file.
+    ValueError
+        Invalid YAML or settings (pydantic's message names the key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a recipe is a YAML mapping with at least 'input' and 'store'")
+    recipe = Recipe.model_validate(raw)
+    base = path.resolve().parent
+
+    def resolve(p):
+        return None if p is None else str((base / p).resolve())
+
+    files = []
+    for pattern in recipe.input.files:
+        matched = sorted(glob.glob(str(base / pattern)))
+        if not matched:
+            raise FileNotFoundError(f"{path}: input pattern {pattern!r} matches no file")
+        files.extend(Path(m) for m in matched)
+    recipe = recipe.model_copy(update={"store": resolve(recipe.store), "figures": resolve(recipe.figures),
+                                       "report": resolve(recipe.report), "truth": resolve(recipe.truth)})
+    return recipe, files

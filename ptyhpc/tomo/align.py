@@ -1,0 +1,383 @@
+"""Preprocessing and alignment of phase projections for tomography.
+
+Shift convention: ``shifts[i] = (dy, dx)`` in pixels is what is *applied* to
+projection ``i`` (``scipy.ndimage.shift`` convention, ``out[y] = in[y - dy]``)
+to align it; data displaced by ``d`` come back with ``shifts ≈ -d``.
+
+Reference frame: the projection nearest 0° keeps its position, so absolute
+positions (the scan frame) are preserved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage as ndi
+from skimage.filters import window
+from skimage.registration import phase_cross_correlation
+from skimage.transform import downscale_local_mean
+
+from .fbp import _as_3d
+from .parallel import reconstruct_slabs
+from .projector import Projector
+from .sirt import sirt
+
+__all__ = [
+    "remove_offset_ramp",
+    "apply_shifts",
+    "vertical_alignment",
+    "find_center",
+    "projection_matching",
+    "reference_index",
+]
+
+
+def reference_index(angles) -> int:
+    """Index of the projection nearest 0° (the alignment reference)."""
+    angles = np.asarray(angles, dtype=np.float64).ravel()
+    if angles.size == 0:
+        raise ValueError("angles is empty")
+    return int(np.argmin(np.abs(np.angle(np.exp(1j * angles)))))
+
+
+def _plane_basis(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[:h, :w]
+    # centred and scaled so the normal equations are well conditioned
+    return np.stack([np.ones(h * w), (y.ravel() - (h - 1) / 2) / h, (x.ravel() - (w - 1) / 2) / w], axis=1)
+
+
+def remove_offset_ramp(images, mask=None, *, n_sigma: float = 3.0, max_iter: int = 20) -> np.ndarray:
+    """Subtract a least-squares plane ``a + b y + c x`` from each image.
+
+    Parameters
+    ----------
+    images : array_like of float, shape (H, W) or (n, H, W)
+        Phase images (rad) or any real images.
+    mask : array_like of bool, shape (H, W) or (n, H, W), optional
+        Pixels known to be background (e.g. the empty border); the plane is
+        fitted there only. Default: a robust fit over the whole image.
+    n_sigma : float
+        Robust fit only: pixels with ``|residual| > n_sigma · σ`` (σ from the
+        median absolute deviation) are excluded and the fit repeated.
+    max_iter : int
+        Robust fit only: maximum number of refits.
+
+    Returns
+    -------
+    ndarray of float32, shape of ``images``
+        Images with the plane removed, so the background is ≈ 0.
+
+    Raises
+    ------
+    ValueError
+        Complex input, bad shapes, or a mask with fewer than 3 pixels in an image.
+
+    Notes
+    -----
+    The robust fit starts from the pixels below each image's median, because
+    matter has positive phase (projected potential) over vacuum, then
+    alternates least squares and symmetric σ-clipping. It needs a background
+    that covers a sizeable part of the image (≳ 30 %); otherwise give a mask.
+    """
+    imgs = np.asarray(images)
+    if np.iscomplexobj(imgs):
+        raise ValueError("images must be real (take the phase first)")
+    if imgs.ndim not in (2, 3):
+        raise ValueError(f"images must be (H, W) or (n, H, W), got {imgs.shape}")
+    single = imgs.ndim == 2
+    stack = imgs[None] if single else imgs
+    n, h, w = stack.shape
+    if mask is not None:
+        mask = np.broadcast_to(np.asarray(mask, dtype=bool), stack.shape)
+    G = _plane_basis(h, w)
+    out = np.empty(stack.shape, dtype=np.float32)
+    for i in range(n):
+        v = stack[i].astype(np.float64).ravel()
+        if mask is not None:
+            sel = mask[i].ravel()
+            if sel.sum() < 3:
+                raise ValueError(f"mask of image {i} has fewer than 3 pixels")
+            coef = np.linalg.lstsq(G[sel], v[sel], rcond=None)[0]
+        else:
+            sel = v <= np.median(v)
+            for _ in range(max_iter):
+                coef = np.linalg.lstsq(G[sel], v[sel], rcond=None)[0]
+                r = v - G @ coef
+                sigma = 1.4826 * np.median(np.abs(r[sel] - np.median(r[sel])))
+                new = np.abs(r) <= n_sigma * max(sigma, np.finfo(np.float32).tiny)
+                if new.sum() < 3 or np.array_equal(new, sel):
+                    break
+                sel = new
+        out[i] = (v - G @ coef).reshape(h, w)
+    return out[0] if single else out
+
+
+def apply_shifts(projections, shifts, *, order: int = 3) -> np.ndarray:
+    """Shift each projection by ``shifts[i] = (dy, dx)`` pixels.
+
+    Parameters
+    ----------
+    projections : array_like of float, shape (n, H, W)
+    shifts : array_like of float, shape (n, 2)
+        ``scipy.ndimage.shift`` convention; (y, x) order.
+    order : int
+        Spline order of the interpolation (3: cubic).
+
+    Returns
+    -------
+    ndarray of float32, shape (n, H, W)
+        Edges are extended with the nearest values (objects along y, such as
+        nanotubes, run through the top and bottom edges).
+    """
+    p = np.asarray(projections, dtype=np.float32)
+    shifts = np.asarray(shifts, dtype=np.float64).reshape(p.shape[0], 2)
+    out = np.empty_like(p)
+    for i in range(p.shape[0]):
+        if np.any(shifts[i] != 0):
+            out[i] = ndi.shift(p[i], shifts[i], order=order, mode="nearest")
+        else:
+            out[i] = p[i]
+    return out
+
+
+def _check_stack(projections, angles):
+    p, angles, single = _as_3d(projections, angles)
+    if single:
+        raise ValueError("alignment needs projections shaped (n_angles, n_rows, n_cols)")
+    return p.astype(np.float32), angles
+
+
+def vertical_alignment(projections, angles=None, *, upsample_factor: int = 20,
+                       max_shift: float | None = None):
+    """Align projections along the tilt axis y by correlating their row profiles.
+
+    For parallel-beam tilts about y, the sum of a projection over x is the
+    mass of each slice and does not depend on the angle (when the object
+    stays inside the field), so the row profiles of all projections must
+    agree; each one is registered to the reference's with subpixel
+    cross-correlation of their derivatives (``skimage.registration.phase_cross_correlation``,
+    no phase normalisation, zero-padded).
+
+    Parameters
+    ----------
+    projections : array_like of float, shape (n_angles, n_rows, n_cols)
+        Background-corrected projections (background ≈ 0).
+    angles : array_like of float, shape (n_angles,), optional
+        Radians; the reference is the projection nearest 0°. Without
+        angles, the middle projection.
+    upsample_factor : int
+        Subpixel precision 1 / upsample_factor.
+    max_shift : float, optional
+        Shifts are clipped to ±max_shift pixels.
+
+    Returns
+    -------
+    aligned : ndarray of float32, shape (n_angles, n_rows, n_cols)
+    shifts_y : ndarray of float64, shape (n_angles,)
+        y shifts applied (pixels); 0 for the reference.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or mismatched angles.
+
+    Notes
+    -----
+    Objects uniform along y (straight tubes, no ends in the field) have
+    featureless profiles and the shifts are then noise; the projection
+    matching step (:func:`projection_matching`) registers y as well.
+    """
+    p = np.asarray(projections)
+    if p.ndim != 3:
+        raise ValueError(f"projections must be (n_angles, n_rows, n_cols), got {p.shape}")
+    if angles is None:
+        ref = p.shape[0] // 2
+    else:
+        p, angles = _check_stack(p, angles)
+        ref = reference_index(angles)
+    # Derivatives of the profiles: features such as object ends become peaks and
+    # the (angle-independent) mean drops out; zero padding makes the FFT correlation
+    # linear instead of circular.
+    prof = np.gradient(p.sum(axis=2, dtype=np.float64), axis=1)
+    prof = np.pad(prof, ((0, 0), (prof.shape[1], prof.shape[1])))
+    shifts = np.array([
+        phase_cross_correlation(prof[ref], prof[i], upsample_factor=upsample_factor,
+                                normalization=None)[0][0]
+        for i in range(p.shape[0])
+    ])
+    shifts -= shifts[ref]
+    if max_shift is not None:
+        shifts = np.clip(shifts, -max_shift, max_shift)
+    both = np.stack([shifts, np.zeros_like(shifts)], axis=1)
+    return apply_shifts(p, both), shifts
+
+
+def _center_com(p: np.ndarray, angles: np.ndarray) -> float:
+    prof = p.sum(axis=1, dtype=np.float64)             # (n_angles, n_cols)
+    u = np.arange(prof.shape[1])
+    mass = prof.sum(axis=1)
+    if np.any(np.abs(mass) < 1e-12 * np.abs(prof).sum(axis=1).max()):
+        raise ValueError("a projection has zero total mass; remove the offset first")
+    com = prof @ u / mass
+    G = np.stack([np.ones_like(angles), np.cos(angles), np.sin(angles)], axis=1)
+    coef = np.linalg.lstsq(G, com, rcond=None)[0]
+    return float(coef[0])
+
+
+def find_center(projections, angles) -> float:
+    """Estimate the detector column of the rotation axis from the centre of mass.
+
+    The centre of mass of a parallel projection moves on
+    ``com(θ) = c + X cos θ + Z sin θ``, (X, Z) being the object's centre of
+    mass relative to the axis; a linear least-squares fit of the row-summed
+    projections' centres of mass gives the axis column ``c``. It needs no
+    180° pairs, so it works for a limited angular range (±60°), where
+    reconstruction-based criteria (reprojection error, sharpness) hardly
+    depend on the centre.
+
+    Parameters
+    ----------
+    projections : array_like of float, shape (n_angles, n_cols) or (n_angles, n_rows, n_cols)
+        Background-corrected projections: background ≈ 0 (see
+        :func:`remove_offset_ramp`) and the object inside the field at all
+        angles (truncation biases the centre of mass).
+    angles : array_like of float, shape (n_angles,)
+        Radians, at least 3 distinct values.
+
+    Returns
+    -------
+    float
+        Rotation-axis column (0-based pixels).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, mismatched angles, fewer than 3 angles or a projection
+        with zero total mass.
+    """
+    p, angles, _ = _as_3d(projections, angles)
+    if angles.size < 3:
+        raise ValueError("find_center needs at least 3 angles")
+    return _center_com(p, angles)
+
+
+def _fix_gauge(shifts: np.ndarray, angles: np.ndarray, ref: int) -> np.ndarray:
+    """Remove the shift patterns that reprojection consistency does not fix.
+
+    y: a common shift. x: an object translation (X, Z) shifts projection i
+    by X cos θ_i + Z sin θ_i, invisible to consistency; a common shift is
+    an axis offset, fixed by ``center`` in principle but hardly constrained
+    over a limited range (1 and cos θ are nearly collinear for |θ| ≤ 60°).
+    So the x shifts are made orthogonal to (1, cos θ, sin θ), which
+    :func:`find_center` fits, and then translated along x (cos θ) so the
+    reference keeps its position.
+    """
+    s = shifts.copy()
+    s[:, 0] -= s[ref, 0]
+    sin, cos = np.sin(angles), np.cos(angles)
+    G = np.stack([np.ones_like(angles), cos, sin], axis=1)
+    s[:, 1] -= G @ np.linalg.lstsq(G, s[:, 1], rcond=None)[0]
+    if abs(cos[ref]) > 1e-6:
+        s[:, 1] -= cos * (s[ref, 1] / cos[ref])
+    else:
+        s[:, 1] -= s[ref, 1]
+    return s
+
+
+def projection_matching(projections, angles, *, center: float | None = None, n_iter: int = 10,
+                        max_shift: float | None = None, sirt_iter: int = 20, nonneg: bool = True,
+                        upsample_factor: int = 20, tol: float = 0.02, binning: int = 1,
+                        client=None, progress=None):
+    """Iterative reprojection alignment (projection matching).
+
+    Each iteration reconstructs the aligned projections with SIRT, projects
+    the volume back, registers every projection to its reprojection with
+    subpixel cross-correlation (``skimage.registration.phase_cross_correlation``,
+    Tukey window, no phase normalisation) and updates the shifts, which are
+    always applied to the *input* projections (``scipy.ndimage.shift``,
+    cubic) so interpolation blur does not accumulate.
+
+    Parameters
+    ----------
+    projections : array_like of float, shape (n_angles, n_rows, n_cols)
+        Background-corrected projections.
+    angles : array_like of float, shape (n_angles,)
+        Radians.
+    center : float, optional
+        Rotation-axis column (full resolution), default ``(n_cols - 1) / 2``;
+        estimate it first with :func:`find_center`.
+    n_iter : int
+        Maximum alignment iterations.
+    max_shift : float, optional
+        Shifts are clipped to ±max_shift pixels (full resolution).
+    sirt_iter : int
+        SIRT iterations per alignment iteration.
+    nonneg : bool
+        Non-negativity in SIRT.
+    upsample_factor : int
+        Registration precision 1 / upsample_factor (binned) pixels.
+    tol : float
+        Stop when the largest shift update is below ``tol`` pixels.
+    binning : int
+        Reconstruct and register on ``binning × binning`` binned projections
+        (faster; precision scales with the binning).
+    client : distributed.Client, optional
+        Run the SIRT reconstructions slab-parallel on this client.
+    progress : callable, optional
+        Called as ``progress(iteration, max_update)``.
+
+    Returns
+    -------
+    aligned : ndarray of float32, shape (n_angles, n_rows, n_cols)
+        ``apply_shifts(projections, shifts)``.
+    shifts : ndarray of float64, shape (n_angles, 2)
+        Applied (y, x) shifts in pixels.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, mismatched angles or ``binning < 1``.
+
+    Notes
+    -----
+    Shift patterns that consistency does not determine are fixed by
+    convention: the x shifts have no component along (1, cos θ, sin θ) (a
+    common x shift would be an axis offset, which :func:`find_center` sets,
+    and the others translate the object), apart from the translation along
+    x that keeps the projection nearest 0° in place; that projection has no
+    y shift either. A wrong ``center`` is therefore not absorbed: estimate
+    it first.
+    """
+    p, angles = _check_stack(projections, angles)
+    n_ang, n_rows, n_cols = p.shape
+    binning = int(binning)
+    if binning < 1:
+        raise ValueError(f"binning must be >= 1, got {binning}")
+    center = (n_cols - 1) / 2 if center is None else float(center)
+    ref = reference_index(angles)
+    shifts = np.zeros((n_ang, 2))
+    center_b = (center + 0.5) / binning - 0.5
+    for it in range(int(n_iter)):
+        aligned = apply_shifts(p, shifts)
+        work = downscale_local_mean(aligned, (1, binning, binning)).astype(np.float32) if binning > 1 else aligned
+        if client is None:
+            vol = sirt(work, angles, center=center_b, n_iter=sirt_iter, nonneg=nonneg)
+        else:
+            vol = reconstruct_slabs(work, angles, method="sirt", client=client, center=center_b,
+                                    n_iter=sirt_iter, nonneg=nonneg)
+        reproj = Projector.cached(angles, work.shape[2], center_b, kind="strip").forward(vol)
+        win = window(("tukey", 0.3), work.shape[1:])
+        update = np.array([
+            phase_cross_correlation(reproj[i] * win, work[i] * win,
+                                    upsample_factor=upsample_factor, normalization=None)[0]
+            for i in range(n_ang)
+        ]) * binning
+        new = _fix_gauge(shifts + update, angles, ref)
+        if max_shift is not None:
+            new = np.clip(new, -max_shift, max_shift)
+        change = float(np.abs(new - shifts).max())
+        shifts = new
+        if progress is not None:
+            progress(it, change)
+        if change < tol:
+            break
+    return apply_shifts(p, shifts), shifts

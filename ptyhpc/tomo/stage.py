@@ -1,0 +1,393 @@
+"""The tomography stage of the pipeline: ptycho phases in the store → tomograms in the store.
+
+Reads ``results/ptycho/*`` and ``tilt_angle``, writes ``results/tomo/*``
+(names in :mod:`ptyhpc.io.layout`). See :func:`run_tomo`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ..io.layout import (PTYCHO_ILLUMINATION, PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE, TOMO, TOMO_FBP,
+                         TOMO_SHIFTS, TOMO_SIRT)
+from .align import apply_shifts, find_center, projection_matching, remove_offset_ramp, vertical_alignment
+from .parallel import reconstruct_slabs
+
+__all__ = ["run_tomo", "illuminated_box", "TomoInputError"]
+
+_ANGSTROM = 1e-10
+
+
+class TomoInputError(ValueError):
+    """The ptycho results in the store cannot be used for tomography (missing or inconsistent)."""
+
+
+def illuminated_box(illumination, threshold: float = 0.1) -> tuple[int, int, int, int]:
+    """Largest-ish box illuminated above ``threshold`` × max in every item.
+
+    Parameters
+    ----------
+    illumination : array_like of float, shape (n_items, H, W)
+        Summed probe intensity per item.
+    threshold : float
+        Fraction of each item's maximum.
+
+    Returns
+    -------
+    (r0, r1, c0, c1) : tuple of int
+        Rows ``r0:r1`` and columns ``c0:c1`` where every pixel is above the
+        threshold in every item (bounding box of the common region, trimmed
+        greedily at the edge with the largest share of dark pixels).
+
+    Raises
+    ------
+    TomoInputError
+        No pixel is illuminated in all items.
+    """
+    ill = np.asarray(illumination, dtype=np.float64)
+    if ill.ndim == 2:
+        ill = ill[None]
+    good = np.all(ill > threshold * ill.max(axis=(1, 2), keepdims=True), axis=0)
+    if not good.any():
+        raise TomoInputError("no object pixel is illuminated above the threshold in every item")
+    rows, cols = np.flatnonzero(good.any(axis=1)), np.flatnonzero(good.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    while not good[r0:r1, c0:c1].all():
+        dark = ~good[r0:r1, c0:c1]
+        edge = int(np.argmax([dark[0].mean(), dark[-1].mean(), dark[:, 0].mean(), dark[:, -1].mean()]))
+        if edge == 0:
+            r0 += 1
+        elif edge == 1:
+            r1 -= 1
+        elif edge == 2:
+            c0 += 1
+        else:
+            c1 -= 1
+    return int(r0), int(r1), int(c0), int(c1)
+
+
+def _pixel_size(attrs) -> float:
+    px = np.atleast_1d(np.asarray(attrs["pixel_size_m"], dtype=np.float64))
+    if px.size not in (1, 2) or not np.all(px > 0):
+        raise TomoInputError(f"pixel_size_m must be a positive scalar or (dy, dx), got {attrs['pixel_size_m']!r}")
+    if px.size == 2 and not np.isclose(px[0], px[1], rtol=1e-6):
+        raise TomoInputError(f"tomography needs square object pixels, got pixel_size_m = {px.tolist()}")
+    return float(px[0])
+
+
+def _phase(obj: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Phase of each item after removing its global phase (circular mean), unwrapped where needed."""
+    from skimage.restoration import unwrap_phase  # noqa: PLC0415
+
+    unit = obj / np.maximum(np.abs(obj), np.finfo(np.float32).tiny)
+    # the ptycho phase has an arbitrary offset; centring it keeps weak objects away from ±π
+    obj = obj * np.exp(-1j * np.angle(unit.mean(axis=(1, 2))))[:, None, None]
+    phase = np.angle(obj).astype(np.float32)
+    unwrapped = []
+    for i in range(phase.shape[0]):
+        if np.abs(phase[i]).max() > 0.9 * np.pi:
+            phase[i] = unwrap_phase(phase[i].astype(np.float64))
+            unwrapped.append(i)
+    return phase, unwrapped
+
+
+def _say(progress, msg: str) -> None:
+    if callable(progress):
+        progress(msg)
+    elif progress:
+        print(f"[tomo] {msg}", file=sys.stderr, flush=True)
+
+
+def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonneg: bool = True,
+             align: bool = True, figures_dir: str | PathLike | None = None, progress=True,
+             filter_name: str = "ramp", rotation_axis_x_m: float | None = None,
+             illumination_threshold: float = 0.1, background: str = "robust", border_px: int = 4,
+             align_iter: int = 10, max_shift_px: float | None = None, slab_size: int | None = None) -> dict:
+    """Tomography stage: align the ptycho phase projections and reconstruct (FBP and SIRT).
+
+    Parameters
+    ----------
+    store_path : str or path-like
+        ptyhpc zarr v3 store with ``results/ptycho/object`` (n_items, H, W)
+        complex64 (attributes ``pixel_size_m``, ``origin_m`` = scan-frame (y, x)
+        of pixel [0, 0]), ``results/ptycho/status`` (all 1), ``tilt_angle``
+        (n_items,) rad and optionally ``results/ptycho/illumination``
+        (n_items, H, W) float32.
+    client : distributed.Client, optional
+        Reconstruct slab-parallel on this client (also used by projection
+        matching); None runs in this process.
+    n_iter : int
+        SIRT iterations.
+    nonneg : bool
+        Non-negativity in SIRT (matter has positive potential).
+    align : bool
+        Vertical alignment and projection matching. The rotation axis is
+        estimated either way (:func:`find_center`) unless
+        ``rotation_axis_x_m`` is given.
+    figures_dir : str or path-like, optional
+        Where to write ``tomo_orthoslices.png``, ``tomo_projection_y.png`` and
+        ``tomo_sinogram.png``; created if needed. None writes no figures.
+    progress : bool or callable
+        True prints stage messages to stderr; a callable receives each message.
+    filter_name : str
+        FBP filter (see :func:`ptyhpc.tomo.fbp`).
+    rotation_axis_x_m : float, optional
+        Scan-frame x of the rotation axis when known; skips the estimate.
+    illumination_threshold : float
+        The projections are cropped to the box illuminated above this
+        fraction of each item's maximum in every item.
+    background : {"robust", "border"}
+        Offset/ramp removal fitted robustly over the whole field, or over a
+        frame of ``border_px`` pixels at the edge of the cropped field.
+    align_iter : int
+        Maximum projection-matching iterations.
+    max_shift_px : float, optional
+        Limit of the alignment shifts (object pixels); default a quarter of
+        the cropped field.
+    slab_size : int, optional
+        Rows per task in :func:`reconstruct_slabs`.
+
+    Returns
+    -------
+    dict
+        ``center_px`` (rotation-axis column in the cropped field),
+        ``rotation_axis_x_m``, ``shifts_px`` (n_items, 2) (y, x),
+        ``crop`` (r0, r1, c0, c1) in object pixels, ``shape`` (ny, nz, nx),
+        ``voxel_size_m``, ``origin_m`` (y0, z0, x0), ``unwrapped_items``,
+        ``figures`` (paths), ``timings_s`` (per step).
+
+    Raises
+    ------
+    TomoInputError
+        Missing arrays or attributes, items without a finished ptycho
+        result (named in the message), inconsistent shapes, non-square
+        pixels, fewer than 3 items or nothing illuminated in common.
+    ValueError
+        Unknown ``background`` or a ``border_px`` that does not fit the field.
+
+    Notes
+    -----
+    Writes ``results/tomo/sirt`` and ``results/tomo/fbp`` (ny, nz, nx) float32
+    in rad/m, attributes ``axes = ["y", "z", "x"]``, ``voxel_size_m``,
+    ``origin_m`` = (y0, z0, x0) of voxel [0, 0, 0] (y, x in the scan frame of
+    the ptycho object, z from the rotation axis), ``rotation_axis_x_m``,
+    ``units = "rad/m"``; ``results/tomo/shifts`` (n_items, 2) float64 object
+    pixels (y, x), applied with ``scipy.ndimage.shift``; group attributes
+    ``center_px``, ``rotation_axis_x_m``, ``crop``, and ``complete = True``
+    last (removed first when the stage starts).
+
+    The volume grid is ``n × n`` per slice, ``n`` the cropped width, centred
+    on the rotation axis, with the object pixel size. The tilt series is
+    kept in item order.
+    """
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        timings[name] = now - tick
+        tick = now
+
+    if background not in ("robust", "border"):
+        raise ValueError(f"background must be 'robust' or 'border', got {background!r}")
+    store_path = Path(store_path)
+    root = zarr.open_group(store_path, mode="r+")
+    tomo = root.require_group(TOMO)
+    if "complete" in tomo.attrs:
+        del tomo.attrs["complete"]
+
+    for name in (PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE):
+        if not isinstance(root.get(name), zarr.Array):
+            raise TomoInputError(f"{store_path}: array {name!r} missing")
+    angles = np.asarray(root[TILT_ANGLE][:], dtype=np.float64)
+    status = np.asarray(root[PTYCHO_STATUS][:])
+    obj_arr = root[PTYCHO_OBJECT]
+    if status.shape != angles.shape or obj_arr.shape[0] != angles.size:
+        raise TomoInputError(f"{store_path}: {TILT_ANGLE} {angles.shape}, {PTYCHO_STATUS} {status.shape} "
+                             f"and {PTYCHO_OBJECT} {obj_arr.shape} disagree on the number of items")
+    missing = np.flatnonzero(status != 1)
+    if missing.size:
+        listed = ", ".join(f"{i} ({np.rad2deg(angles[i]):.1f}°)" for i in missing)
+        raise TomoInputError(f"{store_path}: no finished ptycho result for item(s) {listed}; "
+                             "run the ptycho stage for them first")
+    if angles.size < 3:
+        raise TomoInputError(f"{store_path}: tomography needs at least 3 items, got {angles.size}")
+    for key in ("pixel_size_m", "origin_m"):
+        if key not in obj_arr.attrs:
+            raise TomoInputError(f"{store_path}: {PTYCHO_OBJECT} has no attribute {key!r}")
+    px = _pixel_size(obj_arr.attrs)
+    origin = np.asarray(obj_arr.attrs["origin_m"], dtype=np.float64)
+    n_items, H, W = obj_arr.shape
+
+    if isinstance(root.get(PTYCHO_ILLUMINATION), zarr.Array):
+        illum = root[PTYCHO_ILLUMINATION][:]
+        if illum.shape != obj_arr.shape:
+            raise TomoInputError(f"{store_path}: {PTYCHO_ILLUMINATION} {illum.shape} does not match "
+                                 f"{PTYCHO_OBJECT} {obj_arr.shape}")
+        r0, r1, c0, c1 = illuminated_box(illum, illumination_threshold)
+    else:
+        r0, r1, c0, c1 = 0, H, 0, W
+    obj = np.asarray(obj_arr[:, r0:r1, c0:c1])
+    y0, x0 = origin[0] + r0 * px, origin[1] + c0 * px
+    _say(progress, f"{n_items} items, field {r1 - r0}×{c1 - c0} px cropped from {H}×{W}, pixel {px / _ANGSTROM:.3f} Å")
+    lap("read")
+
+    phase, unwrapped = _phase(obj)
+    if unwrapped:
+        _say(progress, f"phase unwrapped in items {unwrapped}")
+    if background == "border":
+        mask = np.zeros(phase.shape[1:], dtype=bool)
+        b = int(border_px)
+        if not 1 <= b < min(mask.shape) / 2:
+            raise ValueError(f"border_px must be in [1, {min(mask.shape) / 2:.0f}), got {border_px}")
+        mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = True, True, True, True
+        phase = remove_offset_ramp(phase, mask)
+    else:
+        phase = remove_offset_ramp(phase)
+    lap("preprocess")
+
+    n_rows, n_cols = phase.shape[1:]
+    max_shift = max(n_rows, n_cols) / 4 if max_shift_px is None else float(max_shift_px)
+    shifts = np.zeros((n_items, 2))
+    if align:
+        _, shifts[:, 0] = vertical_alignment(phase, angles, max_shift=max_shift)
+        lap("vertical_alignment")
+    work = apply_shifts(phase, shifts)
+    if rotation_axis_x_m is None:
+        center = find_center(work, angles)
+    else:
+        center = (float(rotation_axis_x_m) - x0) / px
+    lap("find_center")
+    _say(progress, f"rotation axis at column {center:.2f} of the cropped field")
+    if align:
+        binning = max(1, int(np.ceil(max(n_rows, n_cols) / 128)))
+
+        def pm_progress(it, change):
+            _say(progress, f"projection matching iteration {it}: largest shift update {change:.3f} px")
+
+        _, pm = projection_matching(work, angles, center=center, n_iter=align_iter, max_shift=max_shift,
+                                    binning=binning, client=client, progress=pm_progress)
+        shifts += pm
+        work = apply_shifts(phase, shifts)   # one interpolation of the data, not two
+        lap("projection_matching")
+
+    _say(progress, "FBP")
+    vol_fbp = reconstruct_slabs(work, angles, method="fbp", client=client, slab_size=slab_size,
+                                center=center, filter_name=filter_name) / np.float32(px)
+    lap("fbp")
+    _say(progress, f"SIRT, {n_iter} iterations")
+    vol_sirt = reconstruct_slabs(work, angles, method="sirt", client=client, slab_size=slab_size,
+                                 center=center, n_iter=n_iter, nonneg=nonneg) / np.float32(px)
+    lap("sirt")
+
+    axis_x = x0 + center * px
+    half = (n_cols - 1) / 2 * px
+    origin_vol = [float(y0), float(-half), float(axis_x - half)]
+    common = {
+        "axes": ["y", "z", "x"],
+        "voxel_size_m": px,
+        "origin_m": origin_vol,
+        "rotation_axis_x_m": float(axis_x),
+        "units": "rad/m",
+    }
+    chunks = (min(n_rows, 32), n_cols, n_cols)
+    for name, vol, extra in (
+        (TOMO_SIRT, vol_sirt, {"method": "sirt", "n_iter": int(n_iter), "nonneg": bool(nonneg)}),
+        (TOMO_FBP, vol_fbp, {"method": "fbp", "filter_name": filter_name}),
+    ):
+        arr = root.create_array(name, shape=vol.shape, dtype="float32", chunks=chunks, overwrite=True)
+        arr[:] = vol
+        arr.attrs.update({**common, **extra})
+    arr = root.create_array(TOMO_SHIFTS, shape=shifts.shape, dtype="float64", overwrite=True)
+    arr[:] = shifts
+    arr.attrs.update({"axes": ["item", "yx"], "units": "px", "pixel_size_m": px,
+                      "convention": "scipy.ndimage.shift applied to each projection"})
+    tomo.attrs.update({"center_px": float(center), "rotation_axis_x_m": float(axis_x),
+                       "crop": [r0, r1, c0, c1], "aligned": bool(align)})
+    lap("write")
+
+    figures = []
+    if figures_dir is not None:
+        figures = _figures(Path(figures_dir), vol_sirt, px, origin_vol, angles, phase, work)
+        lap("figures")
+    tomo.attrs["complete"] = True
+    timings["total"] = time.perf_counter() - t_all
+    _say(progress, f"done in {timings['total']:.1f} s")
+    return {
+        "center_px": float(center),
+        "rotation_axis_x_m": float(axis_x),
+        "shifts_px": shifts,
+        "crop": (r0, r1, c0, c1),
+        "shape": vol_sirt.shape,
+        "voxel_size_m": px,
+        "origin_m": tuple(origin_vol),
+        "unwrapped_items": unwrapped,
+        "figures": figures,
+        "timings_s": timings,
+    }
+
+
+def _figures(folder: Path, vol: np.ndarray, px: float, origin: list, angles: np.ndarray,
+             before: np.ndarray, after: np.ndarray) -> list[str]:
+    # Figure + Agg canvas directly: no pyplot global state, safe in worker threads.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ny, nz, nx = vol.shape
+    a = px / _ANGSTROM
+    y0, z0, x0 = (v / _ANGSTROM for v in origin)
+
+    def ext(o0, n0, o1, n1):   # imshow extent (pixel edges), axis 1 horizontal, axis 0 vertical
+        return (o1 - a / 2, o1 + (n1 - 0.5) * a, o0 - a / 2, o0 + (n0 - 0.5) * a)
+
+    paths = []
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axs = fig.subplots(1, 3)
+    panels = (
+        (vol[ny // 2], ext(z0, nz, x0, nx), "x (Å)", "z (Å)", f"y = {y0 + ny // 2 * a:.1f} Å"),
+        (vol[:, nz // 2], ext(y0, ny, x0, nx), "x (Å)", "y (Å)", f"z = {z0 + nz // 2 * a:.1f} Å"),
+        (vol[:, :, nx // 2], ext(y0, ny, z0, nz), "z (Å)", "y (Å)", f"x = {x0 + nx // 2 * a:.1f} Å"),
+    )
+    for ax, (img, extent, xl, yl, title) in zip(axs, panels):
+        im = ax.imshow(img * _ANGSTROM, extent=extent, origin="lower", cmap="gray")
+        ax.set(xlabel=xl, ylabel=yl, title=f"SIRT, {title}")
+        fig.colorbar(im, ax=ax, label="rad/Å", shrink=0.8)
+    paths.append(folder / "tomo_orthoslices.png")
+    fig.savefig(paths[-1], dpi=120)
+
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(vol.sum(axis=0) * px, extent=ext(z0, nz, x0, nx), origin="lower", cmap="magma")
+    ax.set(xlabel="x (Å)", ylabel="z (Å)", title="SIRT summed along the tilt axis y")
+    fig.colorbar(im, ax=ax, label="rad/Å (∫ dy)")
+    paths.append(folder / "tomo_projection_y.png")
+    fig.savefig(paths[-1], dpi=120)
+
+    order = np.argsort(angles)
+    deg = np.rad2deg(angles[order])
+    half_step = np.median(np.diff(deg)) / 2 if deg.size > 1 else 0.5
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axs = fig.subplots(1, 2, sharey=True)
+    n_cols = before.shape[2]
+    for ax, data, title in ((axs[0], before, "before alignment"), (axs[1], after, "after alignment")):
+        sino = data.sum(axis=1)[order]
+        im = ax.imshow(sino, aspect="auto", origin="lower", cmap="gray",
+                       extent=(-a / 2, (n_cols - 0.5) * a, deg[0] - half_step, deg[-1] + half_step))
+        ax.set(xlabel="detector x (Å, cropped field)", title=f"sinogram (Σ over y), {title}")
+    axs[0].set_ylabel("tilt angle (°)")
+    fig.colorbar(im, ax=axs, label="rad·px")
+    paths.append(folder / "tomo_sinogram.png")
+    fig.savefig(paths[-1], dpi=120)
+    return [str(p) for p in paths]
