@@ -26,6 +26,7 @@ __all__ = [
     "apply_shifts",
     "vertical_alignment",
     "find_center",
+    "consistency_residual",
     "projection_matching",
     "reference_index",
 ]
@@ -45,7 +46,8 @@ def _plane_basis(h: int, w: int) -> np.ndarray:
     return np.stack([np.ones(h * w), (y.ravel() - (h - 1) / 2) / h, (x.ravel() - (w - 1) / 2) / w], axis=1)
 
 
-def remove_offset_ramp(images, mask=None, *, n_sigma: float = 3.0, max_iter: int = 20) -> np.ndarray:
+def remove_offset_ramp(images, mask=None, *, method: str = "robust", dark_fraction: float = 0.2,
+                       n_sigma: float = 3.0, max_iter: int = 20) -> np.ndarray:
     """Subtract a least-squares plane ``a + b y + c x`` from each image.
 
     Parameters
@@ -54,7 +56,16 @@ def remove_offset_ramp(images, mask=None, *, n_sigma: float = 3.0, max_iter: int
         Phase images (rad) or any real images.
     mask : array_like of bool, shape (H, W) or (n, H, W), optional
         Pixels known to be background (e.g. the empty border); the plane is
-        fitted there only. Default: a robust fit over the whole image.
+        fitted there only. Default: a fit chosen by ``method``.
+    method : {"robust", "dark"}
+        Without a mask: ``"robust"`` σ-clips around the plane of the pixels
+        below the median (background must cover ≳ 30 % of the image);
+        ``"dark"`` fits the plane to the darkest ``dark_fraction`` of the
+        pixels (relative to the current plane) and iterates: the vacuum
+        reference of an object that fills most of the field of view, as
+        tilted tubes or rods do, as long as some vacuum is in view.
+    dark_fraction : float
+        ``"dark"`` only: fraction of pixels taken as vacuum.
     n_sigma : float
         Robust fit only: pixels with ``|residual| > n_sigma · σ`` (σ from the
         median absolute deviation) are excluded and the fit repeated.
@@ -83,6 +94,10 @@ def remove_offset_ramp(images, mask=None, *, n_sigma: float = 3.0, max_iter: int
         raise ValueError("images must be real (take the phase first)")
     if imgs.ndim not in (2, 3):
         raise ValueError(f"images must be (H, W) or (n, H, W), got {imgs.shape}")
+    if method not in ("robust", "dark"):
+        raise ValueError(f"method must be 'robust' or 'dark', got {method!r}")
+    if not 0 < dark_fraction < 1:
+        raise ValueError(f"dark_fraction must be in (0, 1), got {dark_fraction}")
     single = imgs.ndim == 2
     stack = imgs[None] if single else imgs
     n, h, w = stack.shape
@@ -97,6 +112,15 @@ def remove_offset_ramp(images, mask=None, *, n_sigma: float = 3.0, max_iter: int
             if sel.sum() < 3:
                 raise ValueError(f"mask of image {i} has fewer than 3 pixels")
             coef = np.linalg.lstsq(G[sel], v[sel], rcond=None)[0]
+        elif method == "dark":
+            r = v
+            for _ in range(max_iter):
+                sel = r <= np.quantile(r, dark_fraction)
+                coef = np.linalg.lstsq(G[sel], v[sel], rcond=None)[0]
+                new_r = v - G @ coef
+                if np.array_equal(new_r <= np.quantile(new_r, dark_fraction), sel):
+                    break
+                r = new_r
         else:
             sel = v <= np.median(v)
             for _ in range(max_iter):
@@ -223,8 +247,23 @@ def _center_com(p: np.ndarray, angles: np.ndarray) -> float:
     return float(coef[0])
 
 
-def find_center(projections, angles) -> float:
-    """Estimate the detector column of the rotation axis from the centre of mass.
+def find_center(projections, angles, *, method: str = "consistency", n_iter: int = 50,
+                search=None) -> float:
+    """Estimate the detector column of the rotation axis.
+
+    ``method="consistency"`` (default): for each candidate column the
+    row-summed sinogram (a parallel-beam sinogram of the object projected
+    along the axis) is reconstructed by non-negative SIRT and reprojected;
+    the axis is the column of least relative residual, refined to sub-pixel
+    by a parabola through the three best candidates. Data from a wrong axis
+    are inconsistent with any non-negative object, so the residual has a
+    clear minimum even over ±60°. It needs projections whose vacuum is ≈ 0
+    (``remove_offset_ramp(method="dark")``) and tolerates an object that
+    fills the field or leaves it at high tilt.
+
+    ``method="com"``: the centre of mass of a parallel projection moves on
+    ``com(θ) = c + X cos θ + Z sin θ``; a linear least-squares fit gives the
+    axis column ``c``. Fast, but biased when the object leaves the field.
 
     The centre of mass of a parallel projection moves on
     ``com(θ) = c + X cos θ + Z sin θ``, (X, Z) being the object's centre of
@@ -242,6 +281,11 @@ def find_center(projections, angles) -> float:
         angles (truncation biases the centre of mass).
     angles : array_like of float, shape (n_angles,)
         Radians, at least 3 distinct values.
+    method : {"consistency", "com"}
+    n_iter : int
+        SIRT iterations per candidate (consistency only).
+    search : (float, float), optional
+        Column range searched (consistency only); default the middle 80 % of the field.
 
     Returns
     -------
@@ -251,13 +295,45 @@ def find_center(projections, angles) -> float:
     Raises
     ------
     ValueError
-        Bad shapes, mismatched angles, fewer than 3 angles or a projection
-        with zero total mass.
+        Bad shapes, mismatched angles, fewer than 3 angles, an unknown method,
+        or (com) a projection with zero total mass.
     """
     p, angles, _ = _as_3d(projections, angles)
     if angles.size < 3:
         raise ValueError("find_center needs at least 3 angles")
-    return _center_com(p, angles)
+    if method == "com":
+        return _center_com(p, angles)
+    if method != "consistency":
+        raise ValueError(f"method must be 'consistency' or 'com', got {method!r}")
+    n_cols = p.shape[2]
+    lo, hi = search if search is not None else (0.1 * (n_cols - 1), 0.9 * (n_cols - 1))
+    cands = np.arange(np.ceil(lo), np.floor(hi) + 1)
+
+    res = np.array([consistency_residual(p, angles, c, n_iter=n_iter) for c in cands])
+    k = int(np.argmin(res))
+    if 0 < k < len(cands) - 1:
+        r0, r1, r2 = res[k - 1:k + 2]
+        curv = r0 - 2 * r1 + r2
+        if curv > 0:
+            return float(cands[k] + 0.5 * (r0 - r2) / curv)
+    return float(cands[k])
+
+
+def consistency_residual(projections, angles, center, *, n_iter: int = 50) -> float:
+    """Relative residual ‖A x − s‖/‖s‖ of non-negative SIRT on the row-summed sinogram ``s``.
+
+    Small when the projections are consistent with one non-negative object
+    rotating about column ``center``; used to find the axis and to accept
+    or reject alignment shifts.
+    """
+    from .projector import Projector  # noqa: PLC0415
+    from .sirt import sirt  # noqa: PLC0415
+
+    p, angles, _ = _as_3d(projections, angles)
+    sino = p.sum(axis=1).astype(np.float64)
+    vol = sirt(sino, angles, n_iter=n_iter, nonneg=True, center=center)
+    resid = Projector(angles, sino.shape[1], center=center).forward(vol) - sino
+    return float(np.linalg.norm(resid) / max(np.linalg.norm(sino), np.finfo(float).tiny))
 
 
 def _fix_gauge(shifts: np.ndarray, angles: np.ndarray, ref: int) -> np.ndarray:

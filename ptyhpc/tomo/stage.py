@@ -16,7 +16,7 @@ import zarr
 
 from ..io.layout import (PTYCHO_ILLUMINATION, PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE, TOMO, TOMO_FBP,
                          TOMO_SHIFTS, TOMO_SIRT)
-from .align import apply_shifts, find_center, projection_matching, remove_offset_ramp, vertical_alignment
+from .align import apply_shifts, consistency_residual, find_center, projection_matching, remove_offset_ramp, vertical_alignment
 from .parallel import reconstruct_slabs
 
 __all__ = ["run_tomo", "illuminated_box", "TomoInputError"]
@@ -107,8 +107,9 @@ def _say(progress, msg: str) -> None:
 def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonneg: bool = True,
              align: bool = True, figures_dir: str | PathLike | None = None, progress=True,
              filter_name: str = "ramp", rotation_axis_x_m: float | None = None,
-             illumination_threshold: float = 0.1, background: str = "robust", border_px: int = 4,
-             align_iter: int = 10, max_shift_px: float | None = None, slab_size: int | None = None) -> dict:
+             illumination_threshold: float = 0.1, background: str = "dark", border_px: int = 4,
+             align_iter: int = 10, max_shift_px: float | None = None, slab_size: int | None = None,
+             projection_match: bool = True) -> dict:
     """Tomography stage: align the ptycho phase projections and reconstruct (FBP and SIRT).
 
     Parameters
@@ -128,8 +129,14 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         Non-negativity in SIRT (matter has positive potential).
     align : bool
         Vertical alignment and projection matching. The rotation axis is
-        estimated either way (:func:`find_center`) unless
-        ``rotation_axis_x_m`` is given.
+        estimated either way (:func:`find_center`, consistency criterion)
+        unless ``rotation_axis_x_m`` is given.
+    projection_match : bool
+        With ``align``: iterative projection matching, whose shifts are kept
+        only if they make the row-summed sinogram more consistent (smaller
+        non-negative SIRT reprojection residual) than the unshifted data;
+        ptychographic projections are already registered in the scan frame,
+        and matching must not trade that for a worse fit.
     figures_dir : str or path-like, optional
         Where to write ``tomo_orthoslices.png``, ``tomo_projection_y.png`` and
         ``tomo_sinogram.png``; created if needed. None writes no figures.
@@ -142,9 +149,11 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     illumination_threshold : float
         The projections are cropped to the box illuminated above this
         fraction of each item's maximum in every item.
-    background : {"robust", "border"}
-        Offset/ramp removal fitted robustly over the whole field, or over a
-        frame of ``border_px`` pixels at the edge of the cropped field.
+    background : {"dark", "robust", "border"}
+        Offset/ramp removal: a plane through the darkest 20 % of each image
+        (vacuum, for objects that fill most of the field: the default), a
+        σ-clipped fit over the whole field (background ≳ 30 % of it), or a
+        fit over a frame of ``border_px`` pixels at the edge of the field.
     align_iter : int
         Maximum projection-matching iterations.
     max_shift_px : float, optional
@@ -196,8 +205,8 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         timings[name] = now - tick
         tick = now
 
-    if background not in ("robust", "border"):
-        raise ValueError(f"background must be 'robust' or 'border', got {background!r}")
+    if background not in ("dark", "robust", "border"):
+        raise ValueError(f"background must be 'dark', 'robust' or 'border', got {background!r}")
     store_path = Path(store_path)
     root = zarr.open_group(store_path, mode="r+")
     tomo = root.require_group(TOMO)
@@ -251,7 +260,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = True, True, True, True
         phase = remove_offset_ramp(phase, mask)
     else:
-        phase = remove_offset_ramp(phase)
+        phase = remove_offset_ramp(phase, method=background)
     lap("preprocess")
 
     n_rows, n_cols = phase.shape[1:]
@@ -267,7 +276,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         center = (float(rotation_axis_x_m) - x0) / px
     lap("find_center")
     _say(progress, f"rotation axis at column {center:.2f} of the cropped field")
-    if align:
+    if align and projection_match:
         binning = max(1, int(np.ceil(max(n_rows, n_cols) / 128)))
 
         def pm_progress(it, change):
@@ -275,8 +284,14 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
 
         _, pm = projection_matching(work, angles, center=center, n_iter=align_iter, max_shift=max_shift,
                                     binning=binning, client=client, progress=pm_progress)
-        shifts += pm
-        work = apply_shifts(phase, shifts)   # one interpolation of the data, not two
+        trial = apply_shifts(phase, shifts + pm)   # one interpolation of the data, not two
+        before, after = consistency_residual(work, angles, center), consistency_residual(trial, angles, center)
+        if after < before:
+            shifts += pm
+            work = trial
+            _say(progress, f"projection matching kept: residual {before:.4f} -> {after:.4f}")
+        else:
+            _say(progress, f"projection matching rejected: residual {before:.4f} -> {after:.4f}")
         lap("projection_matching")
 
     _say(progress, "FBP")
