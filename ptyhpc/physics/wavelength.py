@@ -10,7 +10,7 @@ import math
 
 from scipy.constants import c, e, h, m_e
 
-__all__ = ["electron_wavelength", "interaction_constant"]
+__all__ = ["electron_wavelength", "interaction_constant", "transmission_function"]
 
 
 def electron_wavelength(energy_eV: float) -> float:
@@ -60,3 +60,28 @@ def interaction_constant(energy_eV: float) -> float:
     lam = electron_wavelength(energy_eV)
     m = m_e * (1.0 + e * energy_eV / (m_e * c**2))
     return 2.0 * math.pi * m * e * lam / h**2
+
+
+def transmission_function(projected_potential, energy_eV, dtype=None):
+    """Thin-specimen transmission t = exp(+iσ V_proj) (Kirkland 2010, eq. 5.5).
+
+    Parameters
+    ----------
+    projected_potential : ndarray of float
+        V_proj in V·m (any shape; numpy or cupy).
+    energy_eV : float
+        Beam energy, eV.
+    dtype : complex dtype, optional
+        Default complex64.
+
+    Returns
+    -------
+    ndarray of complex, same shape: a positive potential gives a positive phase.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    from ..backend import xp_of  # noqa: PLC0415
+
+    xp = xp_of(projected_potential)
+    sigma = interaction_constant(energy_eV)
+    return xp.exp(1j * sigma * projected_potential).astype(dtype or np.complex64)
