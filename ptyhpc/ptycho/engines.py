@@ -201,7 +201,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             psi_k = backend.fft2(psi)
             mod = xp.abs(psi_k)
             a = amp[idx]
-            err += float(xp.sum(((mod - a) ** 2)[:, measured]))
+            err += float(xp.sum((mod - a) ** 2 * measured))
             # Modulus constraint on measured pixels; unmeasured ones keep the model.
             if noise_model == "poisson":
                 # The floor keeps I/|Ψ|² finite where the model is dark but a count landed.
