@@ -51,14 +51,20 @@ def ptycho_figures(group, out_dir: str | Path) -> list[Path]:
                 (origin[0] + sy.stop * px[0]) * 1e10, (origin[0] + sy.start * px[0]) * 1e10]
     ncol = math.ceil(math.sqrt(len(done)))
     nrow = math.ceil(len(done) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.2 * nrow + 0.4), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.0 * ncol + 1.0, 2.0 * nrow + 0.5), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i, p in zip(axes.ravel(), done, phases):
         im = ax.imshow(p, cmap="gray", vmin=lo, vmax=hi, extent=extent_A)
         ax.set_title(f"{angles[i]:+.1f}°", fontsize=8)
+    # Physical axes on the first panel only, so the montage stays readable.
+    axes[0, 0].axis("on")
+    axes[0, 0].tick_params(labelsize=6)
+    axes[0, 0].set_xlabel("x (Å)", fontsize=7)
+    axes[0, 0].set_ylabel("y (Å)", fontsize=7)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="phase (rad)")
-    fig.suptitle("reconstructed phase per tilt angle (x, y in Å, scan frame)")
+    fig.suptitle("reconstructed phase per tilt angle (scan frame, offset removed)")
     paths = [out_dir / "ptycho_phase_montage.png"]
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
@@ -70,7 +76,8 @@ def ptycho_figures(group, out_dir: str | Path) -> list[Path]:
         ax.plot(np.arange(1, err.shape[1] + 1), err[i], color=cmap(i / max(len(status) - 1, 1)), lw=0.8)
     ax.set_xlabel("iteration")
     ax.set_ylabel("Σ(|Ψ| − √I)² / ΣI")
-    ax.set_title("data error per tilt angle (colour: angle index)")
+    # The Poisson engine minimises the likelihood, not this amplitude error, which can rise at first.
+    ax.set_title("amplitude data error per tilt angle (colour: angle index)", fontsize=10)
     fig.tight_layout()
     paths.append(out_dir / "ptycho_error.png")
     fig.savefig(paths[1], dpi=110)
