@@ -121,3 +121,20 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="object grid"):
         reconstruct(sim.frames, sim.positions_m, sim.probe, sim.pixel_size_m, origin_m=sim.origin_m,
                     object_shape=(10, 10))
+
+
+def test_frc_identical_independent_and_band_limited():
+    from ptyhpc.ptycho.metrics import frc, frc_resolution
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((128, 128))
+    k, f, n = frc(a, a, 1e-9)
+    assert np.allclose(f, 1.0)
+    k, f, n = frc(a, rng.standard_normal((128, 128)), 1e-9)
+    assert np.abs(f[4:]).mean() < 0.1
+    # Common signal below k_c = 0.25 (1/px), independent noise above: resolution ≈ 1/(2 k_c) = 2 px.
+    kk = np.hypot(np.fft.fftfreq(128)[:, None], np.fft.fftfreq(128)[None, :])
+    signal = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((128, 128))) * (kk < 0.25))) * 10
+    noisy = [signal + rng.standard_normal((128, 128)) for _ in range(2)]
+    k, f, n = frc(*noisy, 1e-9)
+    assert frc_resolution(k, f, n) == pytest.approx(2e-9, rel=0.1)

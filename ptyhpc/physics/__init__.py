@@ -2,7 +2,8 @@
 
 from .wavelength import electron_wavelength, interaction_constant, transmission_function
 from .probe import electron_probe, aberration_function
-from .propagate import fresnel_propagator, propagate, far_field, far_field_adjoint
+from .propagate import (angular_spectrum_propagator, far_field, far_field_adjoint, fresnel_propagator,
+                        fresnel_scaling, propagate)
 
 __all__ = [
     "electron_wavelength",
@@ -11,6 +12,8 @@ __all__ = [
     "electron_probe",
     "aberration_function",
     "fresnel_propagator",
+    "angular_spectrum_propagator",
+    "fresnel_scaling",
     "propagate",
     "far_field",
     "far_field_adjoint",

@@ -26,6 +26,7 @@ import scipy.fft
 
 from .. import backend
 from . import operators as ops
+from .propagators import FarField
 
 __all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "ENGINES"]
 
@@ -59,7 +60,7 @@ class PtychoResult:
     info: dict = field(default_factory=dict)
 
 
-def prepare_amplitudes(frames, fft_shape=None, mask=None):
+def prepare_amplitudes(frames, fft_shape=None, mask=None, centred=True):
     """Centred diffraction patterns → measured amplitudes in FFT order, padded.
 
     Parameters
@@ -71,6 +72,10 @@ def prepare_amplitudes(frames, fft_shape=None, mask=None):
         Defaults to the next fast FFT length of each axis.
     mask : ndarray of bool, (det_y, det_x), optional
         True where a pixel is measured (False for gaps, hot pixels).
+    centred : bool
+        Far-field patterns (zero frequency at the centre, shifted to FFT
+        order here); False for near-field images, which are used as they are
+        (``fft_shape`` must then equal the detector shape).
 
     Returns
     -------
@@ -80,8 +85,14 @@ def prepare_amplitudes(frames, fft_shape=None, mask=None):
     frames = np.asarray(frames)
     n, dy, dx = frames.shape
     if fft_shape is None:
-        fft_shape = (scipy.fft.next_fast_len(dy), scipy.fft.next_fast_len(dx))
+        fft_shape = (scipy.fft.next_fast_len(dy), scipy.fft.next_fast_len(dx)) if centred else (dy, dx)
     Ny, Nx = fft_shape
+    if not centred:
+        if tuple(fft_shape) != (dy, dx):
+            raise ValueError(f"near-field data are not padded: fft_shape {fft_shape} must equal {(dy, dx)}")
+        amp = np.sqrt(np.maximum(frames, 0, dtype=np.float32))
+        measured = np.ones((dy, dx), bool) if mask is None else np.asarray(mask, bool).copy()
+        return amp, measured
     if Ny < dy or Nx < dx:
         raise ValueError(f"fft_shape {fft_shape} is smaller than the detector {(dy, dx)}")
     # Pad so that the zero frequency stays at the centre pixel N//2 of the padded grid.
@@ -98,7 +109,7 @@ def prepare_amplitudes(frames, fft_shape=None, mask=None):
 def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_iter=60, batch_size=32,
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
-                seed=0, xp: ModuleType = np,
+                propagator=None, seed=0, xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
@@ -142,6 +153,9 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         Force the object grid (see :meth:`ScanGeometry.from_positions`).
     fft_shape : (int, int), optional
         Defaults to ``probe.shape``.
+    propagator : FarField or NearField, optional
+        Sample-to-detector propagation (:mod:`ptyhpc.ptycho.propagators`),
+        built for the same ``xp``; default far field.
     xp : module
         numpy or cupy; the result comes back as NumPy.
     callback : callable(iteration, error), optional
@@ -173,7 +187,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     if tuple(probe.shape) != fft_shape:
         raise ValueError(f"probe shape {probe.shape} differs from the FFT grid {fft_shape}")
 
-    amp_h, measured_h = prepare_amplitudes(frames, fft_shape, mask)
+    prop = FarField() if propagator is None else propagator
+    amp_h, measured_h = prepare_amplitudes(frames, fft_shape, mask, centred=prop.centred_data)
     geom = ops.ScanGeometry.from_positions(positions_m, fft_shape, pixel_size_m, origin_m=origin_m,
                                            object_shape=object_shape)
     amp = xp.asarray(amp_h)
@@ -198,7 +213,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             probes = ops.shifted_probes(backend.fft2(prb), ramps)
             patches = ops.extract_patches(obj, flat)
             psi = probes * patches
-            psi_k = backend.fft2(psi)
+            psi_k = prop.forward(psi)
             mod = xp.abs(psi_k)
             a = amp[idx]
             err += float(xp.sum((mod - a) ** 2 * measured))
@@ -209,7 +224,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             else:
                 factor = xp.where(measured, a / xp.maximum(mod, 1e-12), 1.0)
             factor = factor.astype(np.float32)
-            dpsi = backend.ifft2(psi_k * factor) - psi
+            dpsi = prop.adjoint(psi_k * factor) - psi
 
             num = ops.patches_adjoint(xp.conj(probes) * dpsi, flat, geom.object_shape)
             den = ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), flat, geom.object_shape)

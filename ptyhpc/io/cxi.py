@@ -1,0 +1,98 @@
+"""Reader for CXI files (Coherent X-ray Imaging format, Maia et al., J. Appl. Cryst. 45, 1084 (2012)).
+
+Reads the first entry's frames, mask, scan translations and detector
+geometry. Scan positions are expressed along the detector's array axes
+(slow = y, fast = x) from the ``basis_vectors``, so the object array has the
+orientation of the detector images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers compression filters used by facility files)
+import numpy as np
+
+from .validate import IngestError
+
+__all__ = ["CXIScan", "read_cxi"]
+
+_DET = "entry_1/instrument_1/detector_1"
+
+
+@dataclass
+class CXIScan:
+    """One CXI scan.
+
+    Attributes
+    ----------
+    frames : (n, det_y, det_x) ndarray, raw dtype
+    measured : (det_y, det_x) bool
+        False where the CXI mask flags a bad pixel.
+    positions_m : (n, 2) float64
+        Sample position along the detector (slow, fast) axes, m, in the sample plane.
+    pixel_size_m : (float, float)
+        Detector pixel (slow, fast), m.
+    distance_m : float
+        Sample-to-detector distance, m.
+    wavelength_m : float
+    """
+
+    frames: np.ndarray
+    measured: np.ndarray
+    positions_m: np.ndarray
+    pixel_size_m: tuple
+    distance_m: float
+    wavelength_m: float
+
+
+def _need(f, name, path):
+    if name not in f:
+        raise IngestError(f"{path}: {name}: missing")
+    return f[name]
+
+
+def read_cxi(path: str | PathLike) -> CXIScan:
+    """Read a CXI ptychography scan.
+
+    A sample translation t moves the sample; in the detector's array frame
+    (unit axis vectors b̂_slow, b̂_fast from ``basis_vectors``) the probe then
+    sits at −t·b̂ on the sample, which is the position returned.
+
+    Raises
+    ------
+    IngestError
+        Missing file or field, or inconsistent shapes (message names the field).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise IngestError(f"{path}: not an HDF5/CXI file ({exc})") from None
+    with f:
+        frames = _need(f, f"{_DET}/data", path)[...]
+        if frames.ndim != 3:
+            raise IngestError(f"{path}: {_DET}/data: expected (n, det_y, det_x), got {frames.shape}")
+        mask = f[f"{_DET}/mask"][...] if f"{_DET}/mask" in f else np.zeros(frames.shape[1:], np.uint32)
+        trans = _need(f, "entry_1/sample_1/geometry_1/translation", path)[...].astype(np.float64)
+        if trans.shape != (frames.shape[0], 3):
+            raise IngestError(f"{path}: entry_1/sample_1/geometry_1/translation: expected ({frames.shape[0]}, 3), "
+                              f"got {trans.shape}")
+        basis = _need(f, f"{_DET}/basis_vectors", path)[...].astype(np.float64)
+        # CXI stores (2, 3) per frame; some writers store its transpose (3, 2).
+        basis = basis.T if basis.shape == (3, 2) else basis
+        if basis.shape != (2, 3):
+            raise IngestError(f"{path}: {_DET}/basis_vectors: expected (2, 3) or (3, 2), got {basis.shape}")
+        pixel = tuple(float(np.linalg.norm(b)) for b in basis)
+        distance = float(_need(f, f"{_DET}/distance", path)[()])
+        wavelength = float(_need(f, "entry_1/instrument_1/source_1/wavelength", path)[()])
+    if mask.shape != frames.shape[1:]:
+        raise IngestError(f"{path}: {_DET}/mask: shape {mask.shape} differs from the frames' {frames.shape[1:]}")
+    unit = basis / np.array(pixel)[:, None]
+    positions = -trans @ unit.T
+    return CXIScan(frames, mask == 0, positions, pixel, distance, wavelength)
