@@ -68,6 +68,7 @@ def _region(sim, frac=0.3):
     ("rpie", "poisson", {}, 0.04),
     ("rpie", "amplitude", {"beta_object": 1.0, "beta_probe": 1.0, "alpha": 0.1}, 0.005),
     ("epie", "amplitude", {"beta_object": 1.0, "beta_probe": 1.0}, 0.03),
+    ("er", "amplitude", {}, 0.06),      # measured 0.0375: error reduction converges slowly
 ])
 def test_engine_recovers_known_object_noise_free(engine, noise_model, kw, bound):
     sim = simulate_scan(seed=3)
@@ -115,7 +116,7 @@ def test_phase_sign_and_orientation():
 def test_bad_arguments():
     sim = simulate_scan(scan=(2, 2))
     with pytest.raises(ValueError, match="engine"):
-        reconstruct(sim.frames, sim.positions_m, sim.probe, sim.pixel_size_m, engine="dm")
+        reconstruct(sim.frames, sim.positions_m, sim.probe, sim.pixel_size_m, engine="lsqml")
     with pytest.raises(ValueError, match="positions"):
         reconstruct(sim.frames, sim.positions_m[:2], sim.probe, sim.pixel_size_m)
     with pytest.raises(ValueError, match="object grid"):

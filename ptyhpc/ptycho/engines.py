@@ -30,7 +30,7 @@ from .propagators import FarField
 
 __all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "ENGINES"]
 
-ENGINES = ("rpie", "epie")
+ENGINES = ("rpie", "epie", "er")
 
 
 @dataclass
@@ -106,6 +106,33 @@ def prepare_amplitudes(frames, fft_shape=None, mask=None, centred=True):
     return amp, measured
 
 
+def _modulus_factor(mod, a, measured, noise_model, floor):
+    """Factor that maps the model far field Ψ to its data-consistent update (measured pixels only).
+
+    amplitude: √I/|Ψ| (the modulus projection); poisson: I/|Ψ|², so that
+    F⁻¹[(factor − 1)Ψ] is the Poisson likelihood gradient. Unmeasured pixels keep Ψ.
+    """
+    xp = backend.xp_of(mod)
+    if noise_model == "poisson":
+        # The floor keeps I/|Ψ|² finite where the model is dark but a count landed.
+        factor = xp.where(measured, a**2 / xp.maximum(mod**2, floor), 1.0)
+    else:
+        factor = xp.where(measured, a / xp.maximum(mod, 1e-12), 1.0)
+    return factor.astype(np.float32)
+
+
+def _illumination(prb, geom, batch_size, xp):
+    """Σ_j |P_j|² on the object grid, (H, W) float32."""
+    illum = xp.zeros(geom.object_shape, dtype=np.float32)
+    probe_k = backend.fft2(prb)
+    for start in range(0, geom.n_positions, batch_size):
+        idx = np.arange(start, min(start + batch_size, geom.n_positions))
+        probes = ops.shifted_probes(probe_k, ops.shift_ramps(geom.frac[idx], geom.probe_shape, xp))
+        ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), geom.flat_index(idx, xp),
+                            geom.object_shape, out=illum)
+    return illum
+
+
 def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_iter=60, batch_size=32,
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
@@ -124,8 +151,12 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         with pixel ``pixel_size_m``; Σ|P|² sets the intensity scale.
     pixel_size_m : (float, float)
         Object pixel = 1 / (N · Δk) for an FFT grid of N pixels of Δk, m.
-    engine : {"rpie", "epie"}
-        ``"epie"`` is rPIE with α = 1.
+    engine : {"rpie", "epie", "er"}
+        ``"epie"`` is rPIE with α = 1. ``"er"``: alternating projections /
+        error reduction (Fienup 1982; the overlap projection of Thibault et al.,
+        Ultramicroscopy 109, 338 (2009), eqs. 8–9, then the modulus
+        projection), all positions together with one exit wave per position;
+        ``alpha``, ``beta_*`` and ``noise_model`` apply to the PIE family only.
     n_iter : int
         Passes over all positions.
     batch_size : int
@@ -201,8 +232,12 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     rng = np.random.default_rng(seed)
     n = geom.n_positions
     errors = np.zeros(n_iter, dtype=np.float32)
-    # Index arrays and ramps depend only on the batch; built once when they fit.
-    for it in range(n_iter):
+    if engine == "er":
+        obj, prb = _projection_engine(amp, measured, obj, prb, geom, prop, n_iter=n_iter,
+                                      batch_size=batch_size, probe_update_start=probe_update_start,
+                                      probe_mask_k=probe_mask_k, errors=errors,
+                                      total_intensity=total_intensity, callback=callback, xp=xp)
+    for it in range(n_iter if engine in ("rpie", "epie") else 0):  # PIE family
         order = rng.permutation(n)
         err = 0.0
         update_probe = it >= probe_update_start
@@ -217,14 +252,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             mod = xp.abs(psi_k)
             a = amp[idx]
             err += float(xp.sum((mod - a) ** 2 * measured))
-            # Modulus constraint on measured pixels; unmeasured ones keep the model.
-            if noise_model == "poisson":
-                # The floor keeps I/|Ψ|² finite where the model is dark but a count landed.
-                factor = xp.where(measured, a**2 / xp.maximum(mod**2, floor), 1.0)
-            else:
-                factor = xp.where(measured, a / xp.maximum(mod, 1e-12), 1.0)
-            factor = factor.astype(np.float32)
-            dpsi = prop.adjoint(psi_k * factor) - psi
+            dpsi = prop.adjoint(psi_k * _modulus_factor(mod, a, measured, noise_model, floor)) - psi
 
             num = ops.patches_adjoint(xp.conj(probes) * dpsi, flat, geom.object_shape)
             den = ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), flat, geom.object_shape)
@@ -241,12 +269,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         if callback is not None:
             callback(it, float(errors[it]))
 
-    illum = xp.zeros(geom.object_shape, dtype=np.float32)
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        probes = ops.shifted_probes(backend.fft2(prb), ops.shift_ramps(geom.frac[idx], fft_shape, xp))
-        ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), geom.flat_index(idx, xp),
-                            geom.object_shape, out=illum)
+    illum = _illumination(prb, geom, batch_size, xp)
     return PtychoResult(
         object=backend.to_host(obj).astype(np.complex64),
         probe=backend.to_host(prb).astype(np.complex64),
@@ -257,3 +280,79 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         info={"engine": engine, "noise_model": noise_model, "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
               "n_iter": n_iter},
     )
+
+
+def _overlap_projection(waves, obj, prb, geom, *, n_inner, update_probe, probe_mask_k, batch_size, xp):
+    """Object and probe that best explain the exit waves (least squares), alternating ``n_inner`` times.
+
+    Thibault et al. (2009), eqs. 8–9: O = Σ conj(P_j) ψ_j / Σ |P_j|² and
+    P = Σ conj(O_j) ψ_j / Σ |O_j|² (shifted back by each position's sub-pixel shift),
+    each with an inertia term λ·(previous value) in the numerator and λ in the
+    denominator, λ = 1 % of the peak denominator.
+    """
+    n = geom.n_positions
+    chunks = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    flats = [geom.flat_index(c, xp) for c in chunks]
+    ramps = [ops.shift_ramps(geom.frac[c], geom.probe_shape, xp) for c in chunks]
+    for _ in range(n_inner):
+        probe_k = backend.fft2(prb)
+        num = xp.zeros(geom.object_shape, dtype=np.complex64)
+        den = xp.zeros(geom.object_shape, dtype=np.float32)
+        for c, flat, r in zip(chunks, flats, ramps):
+            probes = ops.shifted_probes(probe_k, r)
+            ops.patches_adjoint(xp.conj(probes) * waves[c], flat, geom.object_shape, out=num)
+            ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), flat, geom.object_shape, out=den)
+        # Inertia (as ptypy's object/probe inertia): weakly lit pixels (probe tails) keep their
+        # previous value instead of amplifying noise and running away with the object–probe scale.
+        lam = 1e-2 * float(den.max())
+        obj = (num + lam * obj) / (den + lam)
+        if not update_probe:
+            break
+        p_num = xp.zeros(geom.probe_shape, dtype=np.complex64)
+        p_den = xp.zeros(geom.probe_shape, dtype=np.float32)
+        for c, flat, r in zip(chunks, flats, ramps):
+            patches = ops.extract_patches(obj, flat)
+            p_num += ops.unshift_sum(xp.conj(patches) * waves[c], r)
+            p_den += xp.sum(xp.abs(patches) ** 2, axis=0)
+        lam = 1e-2 * float(p_den.max())
+        prb = (p_num + lam * prb) / (p_den + lam)
+        # O·c, P/c explain the waves equally well; pin the scale to a unit-mean object where lit,
+        # else the alternation drifts towards O → 0, P → ∞.
+        lit = den > 0.1 * float(den.max())
+        scale = float(xp.sqrt(xp.mean(xp.abs(obj[lit]) ** 2)))
+        obj, prb = obj / scale, prb * scale
+        if probe_mask_k is not None:
+            prb = backend.ifft2(backend.fft2(prb) * probe_mask_k)
+    return obj.astype(np.complex64), prb.astype(np.complex64)
+
+
+def _projection_engine(amp, measured, obj, prb, geom, prop, *, n_iter, batch_size, probe_update_start,
+                       probe_mask_k, errors, total_intensity, callback, xp):
+    """Error reduction (alternating projections) over all positions.
+
+    ψ_j ← P_F(P_O(ψ))_j: the overlap projection (least-squares object and
+    probe from all exit waves), then the modulus projection per position.
+    """
+    n = geom.n_positions
+    chunks = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    waves = xp.empty((n, *geom.probe_shape), dtype=np.complex64)
+    probe_k = backend.fft2(prb)
+    for c in chunks:
+        waves[c] = ops.exit_waves(obj, ops.shifted_probes(probe_k, ops.shift_ramps(geom.frac[c], geom.probe_shape, xp)),
+                                  geom.flat_index(c, xp))
+    for it in range(n_iter):
+        obj, prb = _overlap_projection(waves, obj, prb, geom, n_inner=3 if it >= probe_update_start else 1,
+                                       update_probe=it >= probe_update_start, probe_mask_k=probe_mask_k,
+                                       batch_size=batch_size, xp=xp)
+        probe_k = backend.fft2(prb)
+        err = 0.0
+        for c in chunks:
+            ramps = ops.shift_ramps(geom.frac[c], geom.probe_shape, xp)
+            overlap_k = prop.forward(ops.exit_waves(obj, ops.shifted_probes(probe_k, ramps), geom.flat_index(c, xp)))
+            mod = xp.abs(overlap_k)
+            err += float(xp.sum((mod - amp[c]) ** 2 * measured))
+            waves[c] = prop.adjoint(overlap_k * _modulus_factor(mod, amp[c], measured, "amplitude", 0.0))
+        errors[it] = err / max(total_intensity, 1e-30)
+        if callback is not None:
+            callback(it, float(errors[it]))
+    return obj, prb
