@@ -100,3 +100,34 @@ def test_scatter_add_sums_repeated_indices():
     t = np.zeros(5, np.complex64)
     backend.scatter_add(t, np.array([1, 1, 3]), np.array([1 + 1j, 2, 3j], np.complex64))
     assert np.allclose(t, [0, 3 + 1j, 0, 3j, 0])
+
+
+def test_zone_plate_probe_focus_and_annular_pupil():
+    from ptyhpc.physics import zone_plate_probe
+
+    # Seed 001-like soft X-ray zone plate: 240 µm diameter, 80 µm stop; 700 eV.
+    lam, px = 1.771e-9, 20e-9
+    D, stop = 240e-6, 80e-6
+    f = D * 30e-9 / lam  # focal length of a zone plate with 30 nm outermost zones: f = D·Δr/λ
+    focus = zone_plate_probe((128, 128), (px, px), lam, D, f, central_stop_diameter=stop, intensity=100.0)
+    off = zone_plate_probe((128, 128), (px, px), lam, D, f, central_stop_diameter=stop, defocus=20e-6)
+    assert np.sum(np.abs(focus) ** 2) == pytest.approx(100.0, rel=1e-5)
+    assert np.unravel_index(np.argmax(np.abs(focus)), focus.shape) == (64, 64)
+    assert np.abs(focus).max() ** 2 > 5 * (np.abs(off).max() ** 2 * 100 / np.sum(np.abs(off) ** 2))
+    spec = np.abs(np.fft.fftshift(backend.fft2(focus))) ** 2
+    k = np.hypot(*np.meshgrid(np.fft.fftshift(np.fft.fftfreq(128, px)), np.fft.fftshift(np.fft.fftfreq(128, px))))
+    assert spec[k < 0.9 * stop / (2 * f * lam)].sum() < 1e-8 * spec.sum()   # the central stop is dark
+    with pytest.raises(ValueError, match="central_stop"):
+        zone_plate_probe((64, 64), (px, px), lam, D, f, central_stop_diameter=2 * D)
+
+
+def test_probe_from_mean_pattern_far_field_has_measured_spectrum():
+    from ptyhpc.ptycho import probe_from_mean_pattern
+    from ptyhpc.sim import simulate_scan
+
+    sim = simulate_scan(scan=(3, 3))
+    p = probe_from_mean_pattern(sim.frames)
+    assert p.shape == sim.probe.shape and p.dtype == np.complex64
+    assert np.sum(np.abs(p) ** 2) == pytest.approx(sim.frames.sum(axis=(1, 2)).mean(), rel=1e-4)
+    spec = np.fft.fftshift(np.abs(backend.fft2(p)) ** 2)
+    assert np.allclose(spec, sim.frames.mean(0), rtol=1e-3, atol=1e-9)

@@ -1,7 +1,7 @@
 """Physics: wavelengths, interaction constant, probes, propagators."""
 
 from .wavelength import electron_wavelength, interaction_constant, transmission_function
-from .probe import electron_probe, aberration_function
+from .probe import aberration_function, electron_probe, zone_plate_probe
 from .propagate import (angular_spectrum_propagator, far_field, far_field_adjoint, fresnel_propagator,
                         fresnel_scaling, propagate)
 
@@ -11,6 +11,7 @@ __all__ = [
     "transmission_function",
     "electron_probe",
     "aberration_function",
+    "zone_plate_probe",
     "fresnel_propagator",
     "angular_spectrum_propagator",
     "fresnel_scaling",

@@ -28,7 +28,7 @@ from .. import backend
 from . import operators as ops
 from .propagators import FarField
 
-__all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "ENGINES"]
+__all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "probe_from_mean_pattern", "ENGINES"]
 
 ENGINES = ("rpie", "epie", "er")
 
@@ -104,6 +104,33 @@ def prepare_amplitudes(frames, fft_shape=None, mask=None, centred=True):
     amp = np.fft.ifftshift(amp, axes=(-2, -1))
     measured = np.fft.ifftshift(measured)
     return amp, measured
+
+
+def probe_from_mean_pattern(frames, propagator=None, fft_shape=None):
+    """Initial probe when nothing else is known: the mean measured amplitude, flat phase, propagated back.
+
+    Far field: P = fftshift(F⁻¹[√⟨I⟩]) (a focused probe with the measured
+    spectrum's extent); near field: P = H⁻¹[√⟨I⟩] (the mean image back-propagated
+    to the sample). Σ|P|² equals the mean counts per frame.
+
+    Parameters
+    ----------
+    frames : (n, det_y, det_x)
+    propagator : FarField or NearField, optional
+    fft_shape : (int, int), optional
+        Far field only: padded grid (see :func:`prepare_amplitudes`).
+
+    Returns
+    -------
+    (Ny, Nx) complex64, centred at (Ny//2, Nx//2) for the far field.
+    """
+    prop = FarField() if propagator is None else propagator
+    mean = np.mean(np.asarray(frames, dtype=np.float32), axis=0, keepdims=True)
+    amp, _ = prepare_amplitudes(mean, fft_shape, centred=prop.centred_data)
+    probe = prop.adjoint(amp[0].astype(np.complex64))
+    if prop.centred_data:
+        probe = np.fft.fftshift(probe)
+    return probe.astype(np.complex64)
 
 
 def _modulus_factor(mod, a, measured, noise_model, floor):
