@@ -139,3 +139,33 @@ def test_frc_identical_independent_and_band_limited():
     noisy = [signal + rng.standard_normal((128, 128)) for _ in range(2)]
     k, f, n = frc(*noisy, 1e-9)
     assert frc_resolution(k, f, n) == pytest.approx(2e-9, rel=0.1)
+
+
+def test_mixed_state_probe_fits_partially_coherent_data():
+    """Data from two incoherent probe modes (85 % / 15 % of the power once orthogonal): two modes fit
+    them 8x better than one and halve the object error (measured 1.7e-5 vs 1.3e-4; 0.0081 vs 0.0165 rad).
+    The weak mode's power is recovered only slowly (2-3 % after 150-400 iterations), so only its
+    presence is checked."""
+    from ptyhpc.ptycho.engines import init_probe_modes, orthogonalize_modes
+
+    sim = simulate_scan(seed=6, scan=(10, 10))
+    g = ops.ScanGeometry.from_positions(sim.positions_m, sim.probe.shape, sim.pixel_size_m)
+    n = sim.probe.shape[0]
+    x = np.arange(n)[None, :] / n
+    modes = np.stack([sim.probe * np.sqrt(0.7), sim.probe * np.exp(2j * np.pi * 2 * x) * np.sqrt(0.3)])
+    modes = orthogonalize_modes(modes.astype(np.complex64))
+    ramps = ops.shift_ramps(g.frac, (n, n))
+    waves = ops.shifted_probes(backend.fft2(modes), ramps) * ops.extract_patches(sim.object, g.flat_index(np.arange(g.n_positions)))[:, None]
+    frames = np.fft.fftshift((np.abs(backend.fft2(waves)) ** 2).sum(axis=1), axes=(-2, -1)).astype(np.float32)
+    kw = dict(n_iter=150, noise_model="amplitude", beta_object=1.0, beta_probe=1.0, alpha=0.1,
+              origin_m=sim.origin_m, object_shape=sim.object.shape)
+    one = reconstruct(frames, sim.positions_m, sim.probe, sim.pixel_size_m, **kw)
+    two = reconstruct(frames, sim.positions_m, sim.probe, sim.pixel_size_m, n_probe_modes=2, **kw)
+    region = _region(sim)
+    e1, e2 = phase_rmse(one.object, sim.object, region), phase_rmse(two.object, sim.object, region)
+    assert two.probe.shape == (2, n, n)
+    assert two.error[-1] < 0.2 * one.error[-1], (one.error[-1], two.error[-1])
+    assert e2 < 0.7 * e1, (e1, e2)
+    power = (np.abs(two.probe) ** 2).sum(axis=(1, 2))
+    assert power[0] > power[1] > 0.01 * power.sum()
+    assert init_probe_modes(sim.probe, 3).shape == (3, n, n)

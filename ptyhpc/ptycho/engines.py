@@ -28,7 +28,8 @@ from .. import backend
 from . import operators as ops
 from .propagators import FarField
 
-__all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "probe_from_mean_pattern", "ENGINES"]
+__all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "probe_from_mean_pattern", "init_probe_modes",
+           "orthogonalize_modes", "ENGINES"]
 
 ENGINES = ("rpie", "epie", "er")
 
@@ -41,7 +42,7 @@ class PtychoResult:
     ----------
     object : (H, W) complex64
         Transmission function; phase in rad (positive for a positive potential).
-    probe : (ny, nx) complex64
+    probe : (ny, nx) complex64, or (m, ny, nx) for m > 1 probe modes
         Real-space probe at the object plane, on the padded FFT grid.
     error : (n_iter,) float32
         Normalised amplitude error Σ(|Ψ| − √I)² / Σ I, per iteration, over measured pixels.
@@ -116,6 +117,11 @@ def probe_from_mean_pattern(frames, propagator=None, fft_shape=None):
     Parameters
     ----------
     frames : (n, det_y, det_x)
+    n_probe_modes : int
+        Incoherent probe modes (mixed-state ptychography, Thibault & Menzel,
+        Nature 494, 68 (2013)): the model intensity is Σ_m |F[P_m O]|², each
+        mode gets the same modulus factor, modes are orthogonalised after each
+        iteration. PIE family only. ``probe`` may be (n_probe_modes, Ny, Nx).
     propagator : FarField or NearField, optional
     fft_shape : (int, int), optional
         Far field only: padded grid (see :func:`prepare_amplitudes`).
@@ -131,6 +137,55 @@ def probe_from_mean_pattern(frames, propagator=None, fft_shape=None):
     if prop.centred_data:
         probe = np.fft.fftshift(probe)
     return probe.astype(np.complex64)
+
+
+def init_probe_modes(probe, n_modes, power_fraction=0.05):
+    """Probe modes for a mixed-state (partially coherent) reconstruction.
+
+    Mode 0 is ``probe``; mode k ≥ 1 is ``probe`` times a phase ramp of ⌈k/2⌉
+    cycles across the window (along x for odd k, y for even k), with
+    ``power_fraction`` of mode 0's power, then all are orthogonalised.
+
+    Parameters
+    ----------
+    probe : (ny, nx) or (m, ny, nx) complex
+        An existing stack is returned (orthogonalised) when it has ``n_modes`` modes.
+    n_modes : int
+        ≥ 1.
+
+    Returns
+    -------
+    (n_modes, ny, nx) complex64
+    """
+    xp = backend.xp_of(probe)
+    if n_modes < 1:
+        raise ValueError(f"n_modes must be >= 1, got {n_modes}")
+    if probe.ndim == 3:
+        if probe.shape[0] != n_modes:
+            raise ValueError(f"probe has {probe.shape[0]} modes, n_modes is {n_modes}")
+        return orthogonalize_modes(probe.astype(np.complex64))
+    ny, nx = probe.shape
+    modes = [probe]
+    y = xp.arange(ny)[:, None] / ny
+    x = xp.arange(nx)[None, :] / nx
+    for k in range(1, n_modes):
+        cycles = (k + 1) // 2
+        ramp = xp.exp(2j * np.pi * cycles * (x if k % 2 else y))
+        modes.append(probe * ramp * np.sqrt(power_fraction))
+    return orthogonalize_modes(xp.stack(modes).astype(np.complex64))
+
+
+def orthogonalize_modes(modes):
+    """Orthogonal probe modes spanning the same incoherent sum, strongest first.
+
+    The SVD P = U S Vᴴ of the (m, ny·nx) mode matrix gives modes S_k V_kᴴ,
+    which leave Σ_k |P_k|² (the illumination) unchanged (Thibault & Menzel,
+    Nature 494, 68 (2013)).
+    """
+    xp = backend.xp_of(modes)
+    m = modes.shape[0]
+    _, s, vh = xp.linalg.svd(modes.reshape(m, -1), full_matrices=False)
+    return (s[:, None] * vh).reshape(modes.shape).astype(modes.dtype)
 
 
 def _modulus_factor(mod, a, measured, noise_model, floor):
@@ -155,15 +210,17 @@ def _illumination(prb, geom, batch_size, xp):
     for start in range(0, geom.n_positions, batch_size):
         idx = np.arange(start, min(start + batch_size, geom.n_positions))
         probes = ops.shifted_probes(probe_k, ops.shift_ramps(geom.frac[idx], geom.probe_shape, xp))
-        ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), geom.flat_index(idx, xp),
-                            geom.object_shape, out=illum)
+        intensity = xp.abs(probes) ** 2
+        if prb.ndim == 3:
+            intensity = intensity.sum(axis=1)
+        ops.patches_adjoint(intensity.astype(np.float32), geom.flat_index(idx, xp), geom.object_shape, out=illum)
     return illum
 
 
 def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_iter=60, batch_size=32,
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
-                propagator=None, seed=0, xp: ModuleType = np,
+                propagator=None, n_probe_modes=1, seed=0, xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
@@ -211,6 +268,11 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         Force the object grid (see :meth:`ScanGeometry.from_positions`).
     fft_shape : (int, int), optional
         Defaults to ``probe.shape``.
+    n_probe_modes : int
+        Incoherent probe modes (mixed-state ptychography, Thibault & Menzel,
+        Nature 494, 68 (2013)): the model intensity is Σ_m |F[P_m O]|², each
+        mode gets the same modulus factor, modes are orthogonalised after each
+        iteration. PIE family only. ``probe`` may be (n_probe_modes, Ny, Nx).
     propagator : FarField or NearField, optional
         Sample-to-detector propagation (:mod:`ptyhpc.ptycho.propagators`),
         built for the same ``xp``; default far field.
@@ -241,8 +303,10 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     if frames.ndim != 3 or positions_m.shape != (len(frames), 2):
         raise ValueError(f"frames (n, dy, dx) and positions (n, 2) expected, got {frames.shape} and "
                          f"{positions_m.shape}")
-    fft_shape = tuple(probe.shape) if fft_shape is None else tuple(fft_shape)
-    if tuple(probe.shape) != fft_shape:
+    if n_probe_modes > 1 and engine == "er":
+        raise ValueError("probe modes are implemented for the PIE family (rpie, epie), not 'er'")
+    fft_shape = tuple(probe.shape[-2:]) if fft_shape is None else tuple(fft_shape)
+    if tuple(probe.shape[-2:]) != fft_shape:
         raise ValueError(f"probe shape {probe.shape} differs from the FFT grid {fft_shape}")
 
     prop = FarField() if propagator is None else propagator
@@ -255,6 +319,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     floor = 1e-3 * total_intensity / max(amp_h.size, 1)
     obj = xp.ones(geom.object_shape, dtype=np.complex64)
     prb = xp.asarray(probe, dtype=np.complex64)
+    if n_probe_modes > 1 or prb.ndim == 3:
+        prb = init_probe_modes(prb, n_probe_modes)
     probe_mask_k = None if probe_fourier_mask is None else xp.asarray(probe_fourier_mask, dtype=np.float32)
     rng = np.random.default_rng(seed)
     n = geom.n_positions
@@ -274,24 +340,38 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             ramps = ops.shift_ramps(geom.frac[idx], fft_shape, xp)
             probes = ops.shifted_probes(backend.fft2(prb), ramps)
             patches = ops.extract_patches(obj, flat)
-            psi = probes * patches
-            psi_k = prop.forward(psi)
-            mod = xp.abs(psi_k)
+            if prb.ndim == 3:
+                # Mixed state: (b, m, ny, nx) waves, one modulus factor for the incoherent sum.
+                psi = probes * patches[:, None]
+                psi_k = prop.forward(psi)
+                mod = xp.sqrt(xp.sum(xp.abs(psi_k) ** 2, axis=1))
+            else:
+                psi = probes * patches
+                psi_k = prop.forward(psi)
+                mod = xp.abs(psi_k)
             a = amp[idx]
             err += float(xp.sum((mod - a) ** 2 * measured))
-            dpsi = prop.adjoint(psi_k * _modulus_factor(mod, a, measured, noise_model, floor)) - psi
+            factor = _modulus_factor(mod, a, measured, noise_model, floor)
+            dpsi = prop.adjoint(psi_k * (factor[:, None] if prb.ndim == 3 else factor)) - psi
 
-            num = ops.patches_adjoint(xp.conj(probes) * dpsi, flat, geom.object_shape)
-            den = ops.patches_adjoint((xp.abs(probes) ** 2).astype(np.float32), flat, geom.object_shape)
+            obj_grad = xp.conj(probes) * dpsi
+            probe_int = xp.abs(probes) ** 2
+            if prb.ndim == 3:
+                obj_grad, probe_int = obj_grad.sum(axis=1), probe_int.sum(axis=1)
+            num = ops.patches_adjoint(obj_grad, flat, geom.object_shape)
+            den = ops.patches_adjoint(probe_int.astype(np.float32), flat, geom.object_shape)
             obj += beta_object * num / ((1 - alpha) * den + alpha * float(den.max()))
             if update_probe:
-                p_num = ops.unshift_sum(xp.conj(patches) * dpsi, ramps)
+                conj_patches = xp.conj(patches)[:, None] if prb.ndim == 3 else xp.conj(patches)
+                p_num = ops.unshift_sum(conj_patches * dpsi, ramps)
                 p_den = xp.sum(xp.abs(patches) ** 2, axis=0)
                 # The batch's object intensities are unshifted: the sub-pixel shift is
                 # ignored in the denominator, a preconditioner only.
                 prb += beta_probe * p_num / ((1 - alpha) * p_den + alpha * float(p_den.max()))
                 if probe_mask_k is not None:
                     prb = backend.ifft2(backend.fft2(prb) * probe_mask_k)
+        if prb.ndim == 3:
+            prb = orthogonalize_modes(prb)
         errors[it] = err / max(total_intensity, 1e-30)
         if callback is not None:
             callback(it, float(errors[it]))
@@ -304,7 +384,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         illumination=backend.to_host(illum),
         pixel_size_m=geom.pixel_size_m,
         origin_m=geom.origin_m,
-        info={"engine": engine, "noise_model": noise_model, "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
+        info={"engine": engine, "noise_model": noise_model, "n_probe_modes": int(n_probe_modes), "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
               "n_iter": n_iter},
     )
 

@@ -132,15 +132,26 @@ def shift_ramps(frac, shape, xp: ModuleType = np, dtype=np.complex64):
     return (ramp_y * ramp_x).astype(dtype)
 
 
+def _per_batch(ramps, ndim_probe):
+    # (b, ny, nx) → (b, 1, ny, nx) for probe modes (m, ny, nx), so each mode gets its position's ramp.
+    return ramps.reshape(ramps.shape[:1] + (1,) * (ndim_probe - 2) + ramps.shape[1:])
+
+
 def shifted_probes(probe_k, ramps):
-    """Probes shifted by sub-pixel amounts: ifft(F[P] · ramp) → (b, ny, nx)."""
-    return backend.ifft2(probe_k[None] * ramps)
+    """Probes shifted by sub-pixel amounts: ifft(F[P] · ramp).
+
+    ``probe_k`` (ny, nx) → (b, ny, nx); probe modes (m, ny, nx) → (b, m, ny, nx).
+    """
+    return backend.ifft2(probe_k[None] * _per_batch(ramps, probe_k.ndim))
 
 
 def unshift_sum(waves, ramps):
-    """Adjoint of :func:`shifted_probes` summed over the batch: Σ_b shift(w_b, −f_b) → (ny, nx)."""
+    """Adjoint of :func:`shifted_probes` summed over the batch: Σ_b shift(w_b, −f_b).
+
+    ``waves`` (b, ny, nx) → (ny, nx), or (b, m, ny, nx) → (m, ny, nx).
+    """
     xp = backend.xp_of(waves)
-    return backend.ifft2(xp.sum(backend.fft2(waves) * xp.conj(ramps), axis=0))
+    return backend.ifft2(xp.sum(backend.fft2(waves) * xp.conj(_per_batch(ramps, waves.ndim - 1)), axis=0))
 
 
 def exit_waves(obj, probes, flat_index):
