@@ -169,3 +169,20 @@ def test_mixed_state_probe_fits_partially_coherent_data():
     power = (np.abs(two.probe) ** 2).sum(axis=(1, 2))
     assert power[0] > power[1] > 0.01 * power.sum()
     assert init_probe_modes(sim.probe, 3).shape == (3, n, n)
+
+
+def test_position_correction_recovers_scan_errors():
+    """±1 px random position errors: refinement brings them to 0.03 px RMS (measured; from 0.60)."""
+    sim = simulate_scan(seed=8, scan=(12, 12))
+    err_px = np.random.default_rng(0).uniform(-1, 1, sim.positions_m.shape)
+    bad = sim.positions_m + err_px * sim.pixel_size_m[0]
+    kw = dict(n_iter=150, noise_model="amplitude", beta_object=1.0, beta_probe=1.0, alpha=0.1,
+              origin_m=sim.origin_m, object_shape=sim.object.shape)
+    plain = reconstruct(sim.frames, bad, sim.probe, sim.pixel_size_m, **kw)
+    fixed = reconstruct(sim.frames, bad, sim.probe, sim.pixel_size_m, position_correction_start=10, **kw)
+    d = (fixed.info["positions_m"] - sim.positions_m) / sim.pixel_size_m[0]
+    d -= d.mean(axis=0)   # a common translation is not determined
+    assert np.sqrt(np.mean(d**2)) < 0.1
+    region = _region(sim)
+    assert phase_rmse(fixed.object, sim.object, region) < 0.6 * phase_rmse(plain.object, sim.object, region)
+    assert np.array_equal(bad, sim.positions_m + err_px * sim.pixel_size_m[0])   # input untouched

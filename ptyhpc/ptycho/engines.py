@@ -188,6 +188,27 @@ def orthogonalize_modes(modes):
     return (s[:, None] * vh).reshape(modes.shape).astype(modes.dtype)
 
 
+def _position_gradient(patches, probes, dpsi, xp):
+    """Least-squares sub-pixel shift (b, 2) in pixels that explains Δψ by moving the object patch.
+
+    ∂ψ/∂r = P·∂O/∂r (central differences); δ_a = Re Σ conj(P ∂_a O) Δψ / Σ |P ∂_a O|².
+    Positions are probe centres on the object, so moving the probe by +δ samples O(r + δ).
+    """
+    gy, gx = xp.gradient(patches, axis=(1, 2))
+    out = np.zeros((patches.shape[0], 2))
+    for a, g in enumerate((gy, gx)):
+        if probes.ndim == 4:
+            d = probes * g[:, None]
+            num = xp.real(xp.sum(xp.conj(d) * dpsi, axis=(1, 2, 3)))
+            den = xp.sum(xp.abs(d) ** 2, axis=(1, 2, 3))
+        else:
+            d = probes * g
+            num = xp.real(xp.sum(xp.conj(d) * dpsi, axis=(1, 2)))
+            den = xp.sum(xp.abs(d) ** 2, axis=(1, 2))
+        out[:, a] = backend.to_host(num / xp.maximum(den, 1e-30))
+    return out
+
+
 def _modulus_factor(mod, a, measured, noise_model, floor):
     """Factor that maps the model far field Ψ to its data-consistent update (measured pixels only).
 
@@ -220,7 +241,8 @@ def _illumination(prb, geom, batch_size, xp):
 def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_iter=60, batch_size=32,
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
-                propagator=None, n_probe_modes=1, seed=0, xp: ModuleType = np,
+                propagator=None, n_probe_modes=1, position_correction_start=None, position_step=1.0,
+                max_position_shift_px=0.5, seed=0, xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
@@ -273,6 +295,16 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         Nature 494, 68 (2013)): the model intensity is Σ_m |F[P_m O]|², each
         mode gets the same modulus factor, modes are orthogonalised after each
         iteration. PIE family only. ``probe`` may be (n_probe_modes, Ny, Nx).
+    position_correction_start : int, optional
+        First iteration that refines the scan positions (PIE family); None: off.
+        Per position, the shift δ that best explains the exit-wave update
+        Δψ ≈ P·(∇O·δ) in least squares, δ = Re Σ conj(P ∂O)Δψ / Σ|P ∂O|²
+        (the gradient position correction of Odstrčil et al., Opt. Express 26,
+        3108 (2018), section 4.3; Zhang et al., Opt. Express 21, 13592 (2013)),
+        times ``position_step`` and clipped to ``max_position_shift_px`` per
+        iteration; the mean shift is removed (a global translation is the
+        object–probe ambiguity). Refined positions are in ``info["positions_m"]``.
+    position_step, max_position_shift_px : float
     propagator : FarField or NearField, optional
         Sample-to-detector propagation (:mod:`ptyhpc.ptycho.propagators`),
         built for the same ``xp``; default far field.
@@ -330,10 +362,16 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                                       batch_size=batch_size, probe_update_start=probe_update_start,
                                       probe_mask_k=probe_mask_k, errors=errors,
                                       total_intensity=total_intensity, callback=callback, xp=xp)
+    if position_correction_start is not None and engine == "er":
+        raise ValueError("position correction is implemented for the PIE family (rpie, epie), not 'er'")
+    # The geometry is refined in place; keep the caller's copy of the positions intact.
+    geom.corners, geom.frac = geom.corners.copy(), geom.frac.copy()
     for it in range(n_iter if engine in ("rpie", "epie") else 0):  # PIE family
         order = rng.permutation(n)
         err = 0.0
         update_probe = it >= probe_update_start
+        correct_positions = position_correction_start is not None and it >= position_correction_start
+        shifts = np.zeros((n, 2)) if correct_positions else None
         for start in range(0, n, batch_size):
             idx = np.sort(order[start:start + batch_size])
             flat = geom.flat_index(idx, xp)
@@ -354,6 +392,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             factor = _modulus_factor(mod, a, measured, noise_model, floor)
             dpsi = prop.adjoint(psi_k * (factor[:, None] if prb.ndim == 3 else factor)) - psi
 
+            if correct_positions:
+                shifts[idx] = _position_gradient(patches, probes, dpsi, xp)
             obj_grad = xp.conj(probes) * dpsi
             probe_int = xp.abs(probes) ** 2
             if prb.ndim == 3:
@@ -372,6 +412,9 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                     prb = backend.ifft2(backend.fft2(prb) * probe_mask_k)
         if prb.ndim == 3:
             prb = orthogonalize_modes(prb)
+        if correct_positions:
+            step = position_step * (shifts - shifts.mean(axis=0))
+            geom.move(np.arange(n), np.clip(step, -max_position_shift_px, max_position_shift_px))
         errors[it] = err / max(total_intensity, 1e-30)
         if callback is not None:
             callback(it, float(errors[it]))
@@ -384,7 +427,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         illumination=backend.to_host(illum),
         pixel_size_m=geom.pixel_size_m,
         origin_m=geom.origin_m,
-        info={"engine": engine, "noise_model": noise_model, "n_probe_modes": int(n_probe_modes), "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
+        info={"engine": engine, "noise_model": noise_model, "n_probe_modes": int(n_probe_modes),
+              "positions_m": geom.positions_m, "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
               "n_iter": n_iter},
     )
 

@@ -96,6 +96,26 @@ class ScanGeometry:
     def n_positions(self) -> int:
         return len(self.corners)
 
+    @property
+    def positions_px(self) -> np.ndarray:
+        """Probe centres in object pixels (y, x), (n, 2) float64."""
+        return self.corners + np.array(self.probe_shape) // 2 + self.frac
+
+    @property
+    def positions_m(self) -> np.ndarray:
+        """Probe centres in the scan frame, m, (n, 2) float64."""
+        return np.asarray(self.origin_m) + self.positions_px * np.asarray(self.pixel_size_m)
+
+    def move(self, idx, delta_px) -> None:
+        """Shift positions ``idx`` by ``delta_px`` (b, 2) object pixels, clipped to the object grid."""
+        p = self.positions_px[idx] + delta_px
+        half = np.array(self.probe_shape) // 2
+        hi = np.array(self.object_shape) - np.array(self.probe_shape) + half - 1e-6
+        p = np.clip(p, half, hi)
+        base = np.floor(p)
+        self.corners[idx] = base.astype(np.int64) - half
+        self.frac[idx] = p - base
+
     def flat_index(self, idx, xp: ModuleType = np):
         """Flat object indices of the patches of positions ``idx``: (b, ny, nx) int64."""
         ny, nx = self.probe_shape
