@@ -69,6 +69,8 @@ def _region(sim, frac=0.3):
     ("rpie", "amplitude", {"beta_object": 1.0, "beta_probe": 1.0, "alpha": 0.1}, 0.005),
     ("epie", "amplitude", {"beta_object": 1.0, "beta_probe": 1.0}, 0.03),
     ("er", "amplitude", {}, 0.06),      # measured 0.0375: error reduction converges slowly
+    ("lsqml", "amplitude", {}, 0.01),   # measured 0.0048
+    ("lsqml", "poisson", {}, 0.015),    # measured 0.0066
 ])
 def test_engine_recovers_known_object_noise_free(engine, noise_model, kw, bound):
     sim = simulate_scan(seed=3)
