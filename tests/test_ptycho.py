@@ -118,7 +118,7 @@ def test_phase_sign_and_orientation():
 def test_bad_arguments():
     sim = simulate_scan(scan=(2, 2))
     with pytest.raises(ValueError, match="engine"):
-        reconstruct(sim.frames, sim.positions_m, sim.probe, sim.pixel_size_m, engine="lsqml")
+        reconstruct(sim.frames, sim.positions_m, sim.probe, sim.pixel_size_m, engine="nonexistent")
     with pytest.raises(ValueError, match="positions"):
         reconstruct(sim.frames, sim.positions_m[:2], sim.probe, sim.pixel_size_m)
     with pytest.raises(ValueError, match="object grid"):
