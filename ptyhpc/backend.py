@@ -22,6 +22,8 @@ __all__ = [
     "to_host",
     "fft2",
     "ifft2",
+    "fftn",
+    "ifftn",
     "scatter_add",
     "gpu_available",
 ]
@@ -110,6 +112,26 @@ def ifft2(a, workers: int | None = None):
     if xp is np:
         return _fft_module(xp).ifft2(a, norm="ortho", workers=workers, overwrite_x=False)
     return xp.fft.ifft2(a, norm="ortho")
+
+
+def fftn(a, axes=(-3, -2, -1), workers: int | None = None):
+    """Unitary N-D FFT over ``axes`` (default the last three; zero frequency at index 0).
+
+    Sign convention exp(-2πi k·r), as :func:`fft2`. Used by the 3D Bragg
+    forward model (``ptyhpc.bragg``), which also transforms single axes.
+    """
+    xp = xp_of(a)
+    if xp is np:
+        return _fft_module(xp).fftn(a, axes=axes, norm="ortho", workers=workers, overwrite_x=False)
+    return xp.fft.fftn(a, axes=axes, norm="ortho")
+
+
+def ifftn(a, axes=(-3, -2, -1), workers: int | None = None):
+    """Unitary inverse N-D FFT over ``axes``; inverse of :func:`fftn`."""
+    xp = xp_of(a)
+    if xp is np:
+        return _fft_module(xp).ifftn(a, axes=axes, norm="ortho", workers=workers, overwrite_x=False)
+    return xp.fft.ifftn(a, axes=axes, norm="ortho")
 
 
 def scatter_add(target, flat_index, values) -> None:

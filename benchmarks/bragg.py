@@ -1,0 +1,105 @@
+"""Bragg solver: seconds per iteration on 1..N MPI ranks, strong-scaling efficiency, strain RMSE.
+
+Prints one JSON object per line and rank count:
+``{"ranks", "seconds_per_iteration", "strong_scaling_efficiency", "strain_rmse", "strain_floor",
+"n_positions", "window", "n_batches", "n_iter", "max_rss_mb_per_rank", "backend", "parallel_fraction",
+"allreduce_fraction", "amdahl_efficiency_2_ranks"}`` (parallel_fraction: share of the 1-rank time spent
+on positions, the part MPI divides; Amdahl's bound on 2-rank efficiency follows from it)
+then one line ``{"projection": ...}`` that scales the measured cost per position·voxel to the
+seed's problem (400 positions, 200×160 px, 42 angles × 3 up-sampling, 1000 joint + 500 ML iterations).
+
+strong_scaling_efficiency = t(1 rank) / (ranks · t(ranks)) on the same problem and batches
+(results are identical for any rank count, see tests/test_bragg.py).
+
+Usage: ``python benchmarks/bragg.py [--quick] [--ranks 1 2] [--backend numpy]`` (the driver starts
+``mpiexec -n R`` workers; ``--quick`` runs in well under a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def worker(args) -> None:
+    from mpi4py import MPI
+
+    from ptyhpc import backend
+    from ptyhpc.bragg.evaluate import strain_rmse
+    from ptyhpc.bragg.sim import simulate
+    from ptyhpc.bragg.solver import BraggParams, ScanFrame, object_lab_coordinates, reconstruct
+
+    comm = MPI.COMM_WORLD
+    ds = simulate(counts_per_position=1e6, scan_shape=(args.scan, args.scan), scan_step_m=(50e-9, 60e-9))
+    g = ds.geometry.upsampled(3)
+    supp = ds.film.support(object_lab_coordinates(g, ScanFrame.from_positions(g, ds.positions_m))) > 0
+    n_pos = len(ds.positions_m)
+    n_batches = max(1, n_pos // args.per_batch)
+    params = BraggParams(n_iter=args.n_iter, upsampling=3, update_probe=True, probe_start=5,
+                         probe_mask_na=(0.6e-3, 0.5e-3), n_batches=n_batches)
+    xp = backend.get_xp(args.backend)
+    comm.Barrier()
+    res = reconstruct(ds.data, ds.mask, ds.geometry, ds.positions_m, ds.probe, ds.probe_spacing_m, params,
+                      support=supp, comm=comm if comm.Get_size() > 1 else None, xp=xp)
+    rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
+    tm = res.timing
+    frac = tm["positions"] / tm["total"]
+    if comm.Get_rank() == 0:
+        s = strain_rmse(res, ds.film)
+        print(json.dumps({"ranks": comm.Get_size(), "seconds_per_iteration": res.seconds_per_iteration,
+                          "strain_rmse": s["rmse"], "strain_floor": s["floor"], "n_positions": n_pos,
+                          "window": list(g.shape), "n_batches": n_batches, "n_iter": args.n_iter,
+                          "max_rss_mb_per_rank": rss, "backend": args.backend,
+                          "parallel_fraction": frac, "allreduce_fraction": tm["allreduce"] / tm["total"],
+                          "amdahl_efficiency_2_ranks": 1 / (2 * ((1 - frac) + frac / 2)) if comm.Get_size() == 1
+                          else None}), flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n-iter", type=int, default=None)
+    ap.add_argument("--scan", type=int, default=None)
+    ap.add_argument("--per-batch", type=int, default=2, help="positions per mini-batch (≥ ranks for speed-up)")
+    args = ap.parse_args(argv)
+    if args.n_iter is None:
+        args.n_iter = 20 if args.quick else 100
+    if args.scan is None:
+        args.scan = 4 if args.quick else 6
+    if args.worker:
+        worker(args)
+        return
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    rows = []
+    for r in args.ranks:
+        cmd = [str(mpiexec), "-n", str(r), sys.executable, __file__, "--worker", "--n-iter", str(args.n_iter),
+               "--scan", str(args.scan), "--per-batch", str(args.per_batch), "--backend", args.backend]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+    t1 = next((row["seconds_per_iteration"] for row in rows if row["ranks"] == 1), None)
+    for row in rows:
+        row["strong_scaling_efficiency"] = None if t1 is None else t1 / (row["ranks"] * row["seconds_per_iteration"])
+        print(json.dumps(row), flush=True)
+    if t1 is not None:
+        n_vox = float(np.prod(rows[0]["window"]))
+        per_pos_vox = t1 / (rows[0]["n_positions"] * n_vox)          # s per position·voxel, one iteration
+        seed_vox = 200 * 160 * 42 * 3
+        seed_iter = 1000 + 2 * 500                                     # ML: two gradient passes per iteration
+        hours = per_pos_vox * 400 * seed_vox * seed_iter / 3600
+        print(json.dumps({"projection": {"seed_positions": 400, "seed_window": [200, 160, 126],
+                                         "iterations": seed_iter, "cpu_hours_one_rank": hours,
+                                         "note": "linear in voxels (FFT log factor ignored); one CPU rank"}}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Command line of the Bragg solver: ``[mpiexec -n N] python -m ptyhpc.bragg {simulate,reconstruct,plan} ...``.
+
+``bragg_main(argv)`` is the entry point (the ``ptyhpc bragg`` command wraps it).
+Under ``mpiexec`` every rank runs the same command; positions are split over
+``MPI.COMM_WORLD`` and rank 0 writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+__all__ = ["bragg_main", "strain_maps"]
+
+
+def _comm():
+    try:
+        from mpi4py import MPI  # noqa: PLC0415
+    except ImportError:   # serial run without mpi4py
+        return None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def strain_maps(result, threshold: float = 0.1) -> tuple[dict, np.ndarray]:
+    """ε_zz, ω_x, ω_y maps (seed eq. 14) on the crystal: support ∩ illumination ≥ ``threshold`` × max.
+
+    Returns (maps dict, valid mask).
+    """
+    from .strain import strain_tilt  # noqa: PLC0415
+
+    valid = np.asarray(result.support, bool)
+    if result.illumination is not None:
+        valid = valid & (result.illumination >= threshold * result.illumination.max())
+    ezz, wx, wy = strain_tilt(result.obj, result.geometry, valid)
+    return {"strain_zz": ezz, "tilt_x": wx, "tilt_y": wy}, valid
+
+
+def _parser():
+    ap = argparse.ArgumentParser(prog="ptyhpc bragg", description="3D Bragg ptychography (MPI)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("simulate", help="write a simulated thin-film scan to a zarr store")
+    s.add_argument("store")
+    s.add_argument("--counts", type=float, default=None, help="mean counts per position (Poisson); none = exact")
+    s.add_argument("--scan", type=int, nargs=2, default=(4, 4))
+    s.add_argument("--no-dislocation", action="store_true")
+    s.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("reconstruct", help="reconstruct ρ, probe, background; write results/bragg")
+    r.add_argument("store")
+    r.add_argument("--n-iter", type=int, default=200)
+    r.add_argument("--n-ml", type=int, default=0)
+    r.add_argument("--upsampling", type=int, default=3)
+    r.add_argument("--n-batches", type=int, default=0, help="0 = one position per batch (ePIE)")
+    r.add_argument("--beta", type=float, default=0.05)
+    r.add_argument("--fixed-probe", action="store_true")
+    r.add_argument("--probe-start", type=int, default=5)
+    r.add_argument("--thickness", type=float, nargs="+", default=[150e-9], help="slab thickness stages, m")
+    r.add_argument("--stage-length", type=int, default=100)
+    r.add_argument("--slab-center", type=float, nargs=3, default=(0.0, 0.0, 75e-9))
+    r.add_argument("--probe-na", type=float, nargs=2, default=None)
+    r.add_argument("--shrinkwrap", type=int, nargs=2, default=None)
+    r.add_argument("--backend", default="numpy")
+    r.add_argument("--figures", default=None, help="folder for PNG figures (rank 0)")
+    p = sub.add_parser("plan", help="sampling plan (seed eqs. 2, 12) as JSON")
+    p.add_argument("--wavelength", type=float, required=True)
+    p.add_argument("--bragg-deg", type=float, required=True)
+    p.add_argument("--width", type=float, required=True)
+    p.add_argument("--thickness", type=float, required=True)
+    p.add_argument("--step", type=float, default=None, help="measured rocking step, rad")
+    return ap
+
+
+def bragg_main(argv=None) -> int:
+    """Run the Bragg CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.cmd == "plan":
+        from .geometry import plan  # noqa: PLC0415
+
+        print(json.dumps(plan(args.wavelength, np.deg2rad(args.bragg_deg), args.width, args.thickness, args.step)))
+        return 0
+    comm = _comm()
+    rank = 0 if comm is None else comm.Get_rank()
+    if args.cmd == "simulate":
+        if rank == 0:
+            from .io import write_dataset  # noqa: PLC0415
+            from .sim import simulate  # noqa: PLC0415
+
+            ds = simulate(counts_per_position=args.counts, scan_shape=tuple(args.scan),
+                          dislocation=not args.no_dislocation, seed=args.seed)
+            write_dataset(args.store, ds)
+        return 0
+    from .. import backend  # noqa: PLC0415
+    from .io import read_dataset, save_figures, write_results  # noqa: PLC0415
+    from .solver import BraggParams, reconstruct  # noqa: PLC0415
+
+    ds = read_dataset(args.store)
+    stages = [(i * args.stage_length, t) for i, t in enumerate(args.thickness)]
+    params = BraggParams(n_iter=args.n_iter, n_ml=args.n_ml, upsampling=args.upsampling, n_batches=args.n_batches,
+                         beta=args.beta, update_probe=not args.fixed_probe, probe_start=args.probe_start,
+                         thickness_schedule=stages, slab_center_m=tuple(args.slab_center),
+                         probe_mask_na=None if args.probe_na is None else tuple(args.probe_na),
+                         shrinkwrap=None if args.shrinkwrap is None else tuple(args.shrinkwrap))
+    xp = backend.get_xp(args.backend)
+    res = reconstruct(ds["data"], ds["mask"], ds["geometry"], ds["positions"], ds["probe"], ds["spacing"],
+                      params, comm=comm, xp=xp)
+    if rank == 0:
+        maps, valid = strain_maps(res)
+        write_results(args.store, res, maps)
+        if args.figures:
+            save_figures(args.figures, res, maps, valid)
+        print(json.dumps({"seconds_per_iteration": res.seconds_per_iteration, "final_error": float(res.error[-1]),
+                          "ranks": 1 if comm is None else comm.Get_size()}))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(bragg_main())

@@ -1,0 +1,526 @@
+"""Joint 3D Bragg-ptychography solver (ρ, probe, background), MPI-parallel over positions.
+
+Follows the Methods of the seed (Nat. Commun. 12, 7059 (2021)):
+
+* cost (eqs. 3, 4): L = Σ_j ‖ω (I_j^{1/2} − h_j^{1/2})‖² + μ_j Σ_{r∈S̄} |ρ|², h_j = |Ψ_j|² + b;
+* corrected field (eq. 13): Ψ'_j = [|Ψ_j| + ω (I_j^{1/2} − |Ψ_j|)] Ψ_j / h_j^{1/2}, ω = 0 on
+  virtual (up-sampled) angles and masked pixels, so those are left free;
+* object step (eqs. 5, 7, 9) and probe step (eqs. 6, 8, 10), with the
+  probe invariant along k̂_i (it is stored as its transverse field, see
+  :mod:`ptyhpc.bragg.operators`) and confined in Fourier space to a
+  rectangle of 1.5× the numerical aperture; probe fixed for the first
+  ``probe_start`` iterations;
+* multiplicative background step (eq. 11);
+* support-thickness regularisation μ_j = μ |P_j|²_max outside a tilted
+  slab whose thickness grows in stages, then shrink-wrap (voxels below
+  15 % of max |ρ| zeroed every 5 iterations in a window);
+* a final maximum-likelihood refinement of ρ with the Gaussian
+  (amplitude) noise model, by preconditioned conjugate gradients (seed
+  ref. 34; Thibault & Guizar-Sicairos, New J. Phys. 14, 063004 (2012)).
+
+Parallel form: the seed applies eqs. (5)–(11) position by position (ePIE).
+Here positions are grouped into K global mini-batches (position j in batch
+j mod K; K = J, one position per batch, by default, which is the seed's
+ePIE and converges fastest). Within a batch, eqs. (5)–(10) are applied with
+numerators and denominators summed over the batch's positions; λ_ρ uses the
+max of the batch's summed illumination (= |P_j|²_max for one position).
+A batch's positions are split over the MPI ranks and its sums completed with
+``Allreduce`` (float64 accumulators, restricted to the bounding box of the
+batch's windows), so the sequence of updates — and the result, to rounding
+— is the same on any number of ranks. Eq. (11) uses the ratio averaged over
+all positions once per iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import numpy as np
+
+from .. import backend
+from .geometry import BraggGeometry
+from .operators import ProbeOperator, ScanFrame, bragg_fftn, bragg_ifftn, extract_patches, shear_phase
+from .sim import probe_grid
+
+__all__ = ["BraggParams", "BraggResult", "reconstruct", "fit_probe", "slab_support"]
+
+
+@dataclass
+class BraggParams:
+    """Solver settings (defaults: the seed's Methods, "Inversion parameters", scaled to short runs).
+
+    Attributes
+    ----------
+    n_iter : int
+        Joint (eqs. 5, 6, 11) iterations.
+    n_ml : int
+        Final maximum-likelihood (Gaussian) iterations on ρ.
+    alpha, beta, gamma : float
+        Eqs. (10), (9), (11); seed: α = 1, β = 0.5, γ = 0.1. Default β = 0.05
+        (larger steps: on the simulated films β = 0.5 needs > 500 iterations).
+    mu : float
+        Support-thickness regularisation (μ_j = μ |P|²_max); seed 0.02.
+    probe_start : int
+        Iterations with the probe fixed (seed: 5). ``update_probe=False`` keeps it fixed.
+    probe_mask_na : (float, float) or None
+        Estimated NA (rad) along the probe's t1, t2; the probe spectrum is kept in 1.5× this rectangle.
+    upsampling : int
+        Angular up-sampling factor (seed: 3); virtual angles are left free (eq. 13).
+    thickness_schedule : list of (int, float)
+        (first iteration, slab thickness m) stages (seed: 0.5, 0.7, 0.9 µm every 100 iterations).
+    slab_center_m : (3,) float
+        A point of the film's mid-plane, lab frame, m.
+    slab_tilt_rad : (float, float)
+        Rotations of the slab normal about x and y (right-handed), rad.
+    shrinkwrap : (int, int) or None
+        Iteration window for shrink-wrap (every 5 iterations, 15 % threshold).
+    background : float or None
+        Initial constant background per pixel (seed 0.1); None = no background.
+    n_batches : int
+        Mini-batches per iteration (position j in batch j mod K); the object and
+        probe are updated after each, as ePIE updates after each position.
+        0 (default) = one position per batch, the seed's sequential ePIE, which
+        converges fastest per iteration here (batches of 2–4 positions stagnate
+        on the dislocation's phase vortex); MPI ranks share a batch's positions,
+        so parallel speed-up needs batches of ≥ ranks positions.
+    cache_batches : bool
+        Keep each batch's probe-interpolation tables, indices and √I in memory
+        (~50 bytes per window voxel and position); False rebuilds them per use.
+    """
+
+    n_iter: int = 100
+    n_ml: int = 0
+    alpha: float = 1.0
+    beta: float = 0.05
+    gamma: float = 0.1
+    mu: float = 0.02
+    probe_start: int = 5
+    update_probe: bool = True
+    probe_mask_na: tuple | None = None
+    upsampling: int = 1
+    thickness_schedule: list = field(default_factory=lambda: [(0, 150e-9)])
+    slab_center_m: tuple = (0.0, 0.0, 75e-9)
+    slab_tilt_rad: tuple = (0.0, 0.0)
+    shrinkwrap: tuple | None = None
+    shrinkwrap_threshold: float = 0.15
+    shrinkwrap_every: int = 5
+    background: float | None = None
+    n_batches: int = 0
+    cache_batches: bool = True
+    object_init: object = 1.0   # constant inside the initial slab, or an (S1, S2, S3) array
+
+
+@dataclass
+class BraggResult:
+    """Reconstruction (host arrays; identical on every rank).
+
+    Attributes
+    ----------
+    obj : (S1, S2, S3) complex64
+        ρ on the reconstruction-frame object grid.
+    probe : (M1, M2) complex64
+        Transverse probe.
+    background : (N1, N2, N3) float32 or None
+        b(q), FFT order, up-sampled grid.
+    support : (S1, S2, S3) bool
+    error : (n_iter + n_ml,) float64
+        Σ ω (I^{1/2} − h^{1/2})² / Σ ω I per iteration.
+    geometry : BraggGeometry
+        Up-sampled reconstruction geometry.
+    scan : ScanFrame
+    probe_spacing_m : (float, float)
+    seconds_per_iteration : float
+    illumination : (S1, S2, S3) float32
+        Σ_j |P_j|² of the last joint iteration (where ρ is constrained by data).
+    timing : dict
+        Seconds of the joint iterations spent on this rank's positions (``positions``,
+        the part that parallelises), in ``allreduce`` and in ``total``.
+    """
+
+    obj: np.ndarray
+    probe: np.ndarray
+    background: np.ndarray | None
+    support: np.ndarray
+    error: np.ndarray
+    geometry: BraggGeometry
+    scan: ScanFrame
+    probe_spacing_m: tuple
+    seconds_per_iteration: float
+    illumination: np.ndarray | None = None
+    timing: dict | None = None
+
+
+def fit_probe(probe, shape):
+    """Centre-crop or zero-pad a transverse probe (M1, M2) to ``shape`` (same spacing)."""
+    p = np.asarray(probe)
+    out = np.zeros(shape, dtype=np.complex64)
+    src, dst = [], []
+    for n_in, n_out in zip(p.shape, shape):
+        c_in, c_out = n_in // 2, n_out // 2
+        lo = min(c_in, c_out)
+        hi = min(n_in - c_in, n_out - c_out)
+        src.append(slice(c_in - lo, c_in + hi))
+        dst.append(slice(c_out - lo, c_out + hi))
+    out[tuple(dst)] = p[tuple(src)]
+    return out
+
+
+def slab_support(geometry: BraggGeometry, scan: ScanFrame, thickness_m, center_m, tilt_rad=(0.0, 0.0), lab=None):
+    """Tilted-slab support on the object grid: |n̂·(r − c)| ≤ T/2, (S1, S2, S3) bool.
+
+    n̂ = R_y(t_y) R_x(t_x) ẑ (right-handed rotations about the lab axes, as the
+    seed's 5.5° / −2° slab tilts).
+    """
+    tx, ty = tilt_rad
+    rx = np.array([[1, 0, 0], [0, np.cos(tx), -np.sin(tx)], [0, np.sin(tx), np.cos(tx)]])
+    ry = np.array([[np.cos(ty), 0, np.sin(ty)], [0, 1, 0], [-np.sin(ty), 0, np.cos(ty)]])
+    normal = ry @ rx @ np.array([0.0, 0.0, 1.0])
+    if lab is None:
+        lab = object_lab_coordinates(geometry, scan)
+    return np.abs((lab - np.asarray(center_m)) @ normal) <= thickness_m / 2
+
+
+def object_lab_coordinates(geometry: BraggGeometry, scan: ScanFrame) -> np.ndarray:
+    """Lab position (m) of every object voxel, (S1, S2, S3, 3)."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in scan.object_shape], indexing="ij"), -1) + scan.origin
+    return geometry.r_to_lab(grid)
+
+
+def _fourier_mask(shape, spacing, wavelength, na, xp):
+    f1 = np.abs(np.fft.fftfreq(shape[0], spacing[0]))[:, None]
+    f2 = np.abs(np.fft.fftfreq(shape[1], spacing[1]))[None, :]
+    m = (f1 <= 1.5 * na[0] / wavelength) & (f2 <= 1.5 * na[1] / wavelength)
+    return xp.asarray(m.astype(np.float32))
+
+
+class _Allreduce:
+    """Sum of host arrays over ranks (no-op without a communicator)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def __call__(self, a):
+        if self.comm is None or self.comm.Get_size() == 1:
+            return a
+        from mpi4py import MPI  # noqa: PLC0415  (optional dependency, only with a communicator)
+
+        a = np.ascontiguousarray(backend.to_host(a))
+        out = np.empty_like(a)
+        self.comm.Allreduce(a, out, op=MPI.SUM)
+        return out
+
+    def many(self, arrays, xp):
+        """Sum a list of float64/complex128 arrays over ranks in one message (latency, not bandwidth,
+        dominates the small per-batch sums); returns them as ``xp`` arrays."""
+        if self.comm is None or self.comm.Get_size() == 1:
+            return [xp.asarray(a) for a in arrays]
+        host = [np.ascontiguousarray(backend.to_host(a)) for a in arrays]
+        flat = np.concatenate([h.view(np.float64).ravel() for h in host])
+        total = self(flat)
+        out, pos = [], 0
+        for h in host:
+            n = h.size * (2 if np.iscomplexobj(h) else 1)
+            out.append(xp.asarray(total[pos:pos + n].view(h.dtype).reshape(h.shape)))
+            pos += n
+        return out
+
+
+def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, probe_spacing_m,
+                params: BraggParams | None = None, support=None, comm=None, xp: ModuleType = np,
+                callback=None) -> BraggResult:
+    """Reconstruct ρ, P and b from a 3D Bragg-ptychography scan.
+
+    Parameters
+    ----------
+    data : ndarray, (J, N1, N2, n3) float
+        Measured counts, centred (q = 0 at index N//2), measured angles only.
+        Every rank passes the full array (only its own positions are read) or a
+        callable ``idx -> (len(idx), N1, N2, n3)`` for lazy reading.
+    mask : ndarray, (N1, N2, n3) bool or None
+        True = valid pixel (False: gaps, hot pixels; left free).
+    geometry : BraggGeometry
+        Measured grid (its step is the measured rocking step).
+    positions_m : ndarray, (J, 3)
+        Beam points on the film (lab frame, m).
+    probe_init : ndarray, (M1, M2) complex
+        Initial transverse probe on ``probe_spacing_m`` (cropped/padded to the solver's grid).
+    probe_spacing_m : (float, float)
+    params : BraggParams
+    support : ndarray (S1, S2, S3) bool or None
+        Fixed support on the up-sampled object grid; None = tilted slab schedule.
+    comm : mpi4py communicator or None
+        Positions are split over its ranks; None = serial.
+    xp : module
+        numpy or cupy.
+    callback : callable(iteration, obj, probe) or None
+
+    Returns
+    -------
+    BraggResult
+
+    Raises
+    ------
+    ValueError
+        Shapes of data, mask and positions disagree with the geometry.
+    """
+    p = params or BraggParams()
+    allreduce = _Allreduce(comm)
+    rank = 0 if comm is None else comm.Get_rank()
+    size = 1 if comm is None else comm.Get_size()
+    positions_m = np.asarray(positions_m, dtype=np.float64)
+    n_pos = len(positions_m)
+    n1, n2, n_meas = geometry.shape
+    get = data if callable(data) else (lambda idx: np.asarray(data)[idx])
+    if not callable(data) and np.shape(data) != (n_pos, n1, n2, n_meas):
+        raise ValueError(f"data shape {np.shape(data)} != (J, N1, N2, n3) = {(n_pos, n1, n2, n_meas)}")
+    if mask is None:
+        mask = np.ones((n1, n2, n_meas), dtype=bool)
+    if np.shape(mask) != (n1, n2, n_meas):
+        raise ValueError(f"mask shape {np.shape(mask)} != {(n1, n2, n_meas)}")
+
+    up = int(p.upsampling)
+    g = geometry.upsampled(up)
+    n3 = g.shape[2]
+    off = n3 // 2 - up * (n_meas // 2)   # fine index of measured plane 0 (q3 = 0 stays a measured plane)
+    scan = ScanFrame.from_positions(g, positions_m)
+    pshape, pspacing = probe_grid(g, spacing_m=probe_spacing_m)
+    op = ProbeOperator(g, pshape, pspacing, xp=xp)
+    shear = shear_phase(g, xp)
+
+    # ω(q): 1 on measured, unmasked pixels of measured angles; 0 on virtual angles (eq. 13)
+    omega_c = np.zeros(g.shape, dtype=np.float32)
+    omega_c[..., off:off + up * n_meas:up] = mask
+    omega = xp.asarray(np.fft.ifftshift(omega_c))
+
+    # global mini-batches (position j → batch j mod K, so each batch spans the scan), each split over
+    # the ranks: the update sequence is then the same for any number of ranks
+    n_batches = n_pos if p.n_batches <= 0 else min(int(p.n_batches), n_pos)
+    global_batches = [np.arange(k, n_pos, n_batches) for k in range(n_batches)]
+    batches = [np.array_split(gb, size)[rank] for gb in global_batches]
+    # each batch only touches the bounding box of its windows (same box on every rank): its sums,
+    # Allreduce and update are restricted to that box, which keeps the serial part small
+    boxes = []
+    for gb in global_batches:
+        lo = scan.corners[gb].min(axis=0)
+        hi = scan.corners[gb].max(axis=0) + np.asarray(g.shape)
+        boxes.append(tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)))
+    def make_batch(k):
+        """(probe tables, object indices, box indices, √I) of this rank's share of batch k, or None."""
+        b = batches[k]
+        if len(b) == 0:
+            return None
+        full = np.zeros((len(b), *g.shape), dtype=np.float32)
+        full[..., off:off + up * n_meas:up] = np.maximum(np.asarray(get(b), dtype=np.float32), 0)
+        si = xp.asarray(np.sqrt(np.fft.ifftshift(full, axes=(-3, -2, -1))))
+        return (op.prepare(scan.offsets[b]), scan.flat_index(b, g.shape, xp),
+                scan.flat_index(b, g.shape, xp, box=boxes[k]), si)
+
+    # cached: ~50 bytes per window voxel and position; at the seed's size (4·10⁶ voxels per window)
+    # set cache_batches=False to rebuild them each time (cheap next to the FFTs)
+    cache = {}
+
+    def batch(k):
+        if k in cache:
+            return cache[k]
+        item = make_batch(k)
+        if p.cache_batches:
+            cache[k] = item
+        return item
+
+    norm = 0.0
+    for k in range(n_batches):
+        item = batch(k)
+        if item is not None:
+            norm += float(xp.sum(omega * item[3] ** 2))
+    norm = float(allreduce(np.array([norm]))[0])
+
+    probe = xp.asarray(fit_probe(probe_init, pshape))
+    fmask = None if p.probe_mask_na is None else _fourier_mask(pshape, pspacing, g.wavelength_m, p.probe_mask_na, xp)
+    lab = object_lab_coordinates(g, scan)
+    fixed_support = support is not None
+    if fixed_support:
+        supp = np.asarray(support, dtype=bool)
+        if supp.shape != scan.object_shape:
+            raise ValueError(f"support shape {supp.shape} != object grid {scan.object_shape}")
+    else:
+        supp = slab_support(g, scan, p.thickness_schedule[0][1], p.slab_center_m, p.slab_tilt_rad, lab)
+    thick_now = p.thickness_schedule[0][1]
+    if np.ndim(p.object_init) == 3:      # an explicit start (e.g. a previous run)
+        obj = xp.asarray(np.asarray(p.object_init, dtype=np.complex64))
+    else:
+        obj = xp.asarray((supp * p.object_init).astype(np.complex64))
+    bg = None if p.background is None else xp.asarray(np.full(g.shape, p.background, np.float32)) * omega
+
+    # how many windows cover each voxel (for the β|P|²_max and μ_j terms of eq. 9)
+    cover_b = []
+    cover = xp.zeros(scan.object_shape, dtype=np.float64)
+    for k, bx in enumerate(boxes):
+        c = xp.zeros(tuple(sl.stop - sl.start for sl in bx), dtype=np.float64)
+        item = batch(k)
+        if item is not None:
+            backend.scatter_add(c, item[2], xp.ones(item[2].shape, dtype=np.float64))
+        cover_b.append(xp.asarray(allreduce(backend.to_host(c) if comm is not None else c)))
+        cover[bx] += cover_b[-1]
+    cover_b = [c.astype(np.float32) for c in cover_b]
+    outside = xp.asarray((~supp).astype(np.float32))     # 1 − S(r) of eqs. (7), (9)
+
+    errors = []
+    illum = None
+    timing = {"positions": 0.0, "allreduce": 0.0}
+    t_start = time.perf_counter()
+
+    def sweep(k, obj, probe, bg, want_probe, want_bg):
+        """Gradients of mini-batch k (this rank's share); returns Allreduced sums."""
+        t_in = time.perf_counter()
+        bshape = tuple(sl.stop - sl.start for sl in boxes[k])
+        num_o = xp.zeros(bshape, dtype=np.complex128)
+        den_o = xp.zeros(bshape, dtype=np.float64)
+        num_p = xp.zeros(pshape, dtype=np.complex128)
+        den_p = xp.zeros(pshape, dtype=np.float64)
+        b_num = xp.zeros(g.shape, dtype=np.float64) if want_bg else None
+        err = 0.0
+        for tab, fi, bi, si in [item for item in [batch(k)] if item is not None]:
+            pr = op.forward(probe, tab)
+            ob = extract_patches(obj, fi)
+            psi = pr * ob
+            big = bragg_fftn(psi, shear)
+            amp = xp.abs(big)
+            h = amp**2 if bg is None else amp**2 + bg
+            sq = xp.sqrt(h)
+            err += float(xp.sum(omega * (si - sq) ** 2))
+            corr = (amp + omega * (si - amp)) / xp.maximum(sq, 1e-12)      # eq. (13)
+            dpsi = bragg_ifftn(big * corr.astype(np.float32), shear) - psi
+            backend.scatter_add(num_o, bi, (xp.conj(pr) * dpsi).astype(np.complex128))
+            backend.scatter_add(den_o, bi, (xp.abs(pr) ** 2).astype(np.float64))
+            if want_probe:
+                op.adjoint((xp.conj(ob) * dpsi).astype(np.complex128), tab, out=num_p)
+                op.adjoint((xp.abs(ob) ** 2).astype(np.float64), tab, out=den_p)
+            if want_bg:
+                b_num += xp.sum(omega * si / xp.maximum(sq, 1e-12), axis=0)
+        timing["positions"] += time.perf_counter() - t_in
+        packed = [num_o, den_o, num_p, den_p, np.array([err], dtype=np.float64)] + ([b_num] if want_bg else [])
+        t0 = time.perf_counter()
+        out = allreduce.many(packed, xp)
+        timing["allreduce"] += time.perf_counter() - t0
+        return out
+
+    for it in range(p.n_iter):
+        thick = [t for start, t in p.thickness_schedule if start <= it][-1]
+        if not fixed_support and thick != thick_now:      # next stage of the growing slab
+            new = slab_support(g, scan, thick, p.slab_center_m, p.slab_tilt_rad, lab)
+            if p.shrinkwrap is not None and it >= p.shrinkwrap[0]:
+                new &= supp
+            supp, thick_now = new, thick
+            outside = xp.asarray((~supp).astype(np.float32))
+        want_probe = p.update_probe and it >= p.probe_start
+        want_bg = bg is not None and p.gamma > 0
+        err_it, ratio = 0.0, 0.0
+        illum = xp.zeros(scan.object_shape, dtype=np.float64)
+        for k in range(n_batches):
+            num_o, den_o, num_p, den_p, err, *rest = sweep(k, obj, probe, bg, want_probe, want_bg)
+            err_it += float(backend.to_host(err)[0])
+            bx = boxes[k]
+            illum[bx] += den_o
+            # object, eqs. (5), (7), (9) summed over the batch's positions; |P|²_max of eq. (9) is the
+            # max of the batch's summed illumination (= |P_j|²_max for a batch of one position)
+            # (the sums are complete now: finish in single precision, this part does not parallelise)
+            num_o, den_o = num_o.astype(np.complex64), den_o.astype(np.float32)
+            pmax = float(xp.max(xp.abs(probe)) ** 2)
+            cov = cover_b[k]
+            ob = obj[bx]
+            out_s = outside[bx] * cov * np.float32(p.mu * pmax)
+            lam = (1 - p.beta) * den_o + np.float32(p.beta) * xp.max(den_o) + out_s
+            step = (num_o - out_s * ob) / xp.maximum(lam, np.float32(1e-30))
+            obj[bx] = ob + step * (cov > 0)
+            # probe, eqs. (6), (8), (10) in the k_i-invariant subspace, then the Fourier-space mask
+            if want_probe:
+                lam_p = (1 - p.alpha) * den_p + p.alpha * xp.max(den_p)
+                probe = (probe + num_p / xp.maximum(lam_p, 1e-30)).astype(np.complex64)
+                if fmask is not None:
+                    probe = backend.ifft2(backend.fft2(probe) * fmask).astype(np.complex64)
+            if want_bg:
+                ratio = ratio + rest[0]
+        errors.append(err_it / max(norm, 1e-30))
+        if want_bg:   # eq. (11), with the ratio averaged over all positions
+            bg = (bg * ((1 - p.gamma) + p.gamma * ratio / n_pos) ** 2).astype(np.float32) * omega
+        if (p.shrinkwrap is not None and p.shrinkwrap[0] <= it < p.shrinkwrap[1]
+                and (it - p.shrinkwrap[0]) % p.shrinkwrap_every == 0):
+            a = backend.to_host(xp.abs(obj))
+            supp = supp & (a >= p.shrinkwrap_threshold * a.max())
+            obj = obj * xp.asarray(supp)
+            outside = xp.asarray((~supp).astype(np.float32))
+        if callback is not None:
+            callback(it, obj, probe)
+
+    if p.n_ml > 0:
+        obj, ml_err = _ml_refine(obj, probe, bg, p.n_ml, [batch(k) for k in range(n_batches)], omega, op, shear, scan,
+                                 xp, allreduce, norm, supp, cover, p.mu)
+        errors.extend(ml_err)
+    total = time.perf_counter() - t_start
+    spi = total / max(p.n_iter + 2 * p.n_ml, 1)
+    timing["total"] = total
+    return BraggResult(backend.to_host(obj).astype(np.complex64), backend.to_host(probe).astype(np.complex64),
+                       None if bg is None else backend.to_host(bg), supp, np.asarray(errors), g, scan, pspacing,
+                       spi, None if illum is None else backend.to_host(illum).astype(np.float32), timing)
+
+
+def _ml_refine(obj, probe, bg, n_ml, items, omega, op, shear, scan, xp, allreduce, norm,
+               supp, cover, mu):
+    """Gaussian-amplitude ML refinement of ρ by preconditioned Polak–Ribière CG.
+
+    L(ρ) = Σ_j Σ_q ω (h_j^{1/2} − I_j^{1/2})² + μ Σ_{S̄} |ρ|²; ∂L/∂ρ* = −Σ_j P_j* F⁻¹[ω (I^{1/2}/h^{1/2} − 1) Ψ_j]
+    + μ S̄ ρ (the gradient of seed eq. 4 with ω = 1 on measured pixels; CG as in
+    Thibault & Guizar-Sicairos 2012). The step length along the direction d is the
+    secant (Newton) step from the directional derivatives at 0 and ε.
+    """
+    pmax = float(xp.max(xp.abs(probe)) ** 2)
+    reg = xp.asarray(~supp) * (mu * pmax) * cover
+
+    def grad(o):
+        gsum = xp.zeros(scan.object_shape, dtype=np.complex128)
+        den = xp.zeros(scan.object_shape, dtype=np.float64)
+        err = 0.0
+        for tab, fi, _, si in [item for item in items if item is not None]:
+            pr = op.forward(probe, tab)
+            psi = pr * extract_patches(o, fi)
+            big = bragg_fftn(psi, shear)
+            amp2 = (big * big.conj()).real
+            sq = xp.sqrt(amp2 if bg is None else amp2 + bg)
+            err += float(xp.sum(omega * (si - sq) ** 2))
+            w = omega * (1 - si / xp.maximum(sq, 1e-12))
+            back = bragg_ifftn(big * w.astype(np.float32), shear)
+            backend.scatter_add(gsum, fi, (xp.conj(pr) * back).astype(np.complex128))
+            backend.scatter_add(den, fi, (xp.abs(pr) ** 2).astype(np.float64))
+        gsum, den, e = [xp.asarray(allreduce(backend.to_host(a) if allreduce.comm is not None else a))
+                        for a in (gsum, den, np.array([err]))]
+        return gsum + reg * o, den + reg, float(backend.to_host(e)[0])
+
+    errors = []
+    g_old = d = None
+    o = obj.astype(np.complex128)
+    for _ in range(n_ml):
+        gr, den, err = grad(o)
+        errors.append(err / max(norm, 1e-30))
+        pre = xp.where(cover > 0, 1 / xp.maximum(den, 1e-12 * float(xp.max(den))), 0)
+        z = gr * pre
+        if d is None:
+            d = -z
+        else:
+            beta = max(0.0, float(xp.real(xp.vdot(gr, z - z_old))) / max(float(xp.real(xp.vdot(g_old, z_old))), 1e-300))
+            d = -z + beta * d
+        g_old, z_old = gr, z
+        eps = 1e-3
+        g_eps, _, _ = grad(o + eps * d)
+        s0 = float(xp.real(xp.vdot(gr, d)))
+        s1 = float(xp.real(xp.vdot(g_eps, d)))
+        curv = (s1 - s0) / eps
+        if curv <= 0 or s0 >= 0:
+            d = -z
+            s0 = float(xp.real(xp.vdot(gr, d)))
+            t = 0.5
+        else:
+            t = -s0 / curv
+        o = o + t * d
+    return o.astype(np.complex64), errors
