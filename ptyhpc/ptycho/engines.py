@@ -301,7 +301,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
                 propagator=None, n_probe_modes=1, position_correction_start=None, position_step=1.0,
-                max_position_shift_px=0.5, seed=0, xp: ModuleType = np,
+                max_position_shift_px=0.5, object_init=None, seed=0, xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
@@ -372,6 +372,10 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         iteration; the mean shift is removed (a global translation is the
         object–probe ambiguity). Refined positions are in ``info["positions_m"]``.
     position_step, max_position_shift_px : float
+    object_init : ndarray, (H, W) complex, optional
+        Starting object on the grid of ``origin_m``/``object_shape`` (default
+        ones): chains engines (e.g. ``er`` then ``lsqml`` from its
+        ``PtychoResult.object`` and ``probe``) and warm starts.
     propagator : FarField or NearField, optional
         Sample-to-detector propagation (:mod:`ptyhpc.ptycho.propagators`),
         built for the same ``xp``; default far field.
@@ -416,7 +420,13 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     measured = xp.asarray(measured_h)
     total_intensity = float(np.sum(amp_h.astype(np.float64) ** 2))
     floor = 1e-3 * total_intensity / max(amp_h.size, 1)
-    obj = xp.ones(geom.object_shape, dtype=np.complex64)
+    if object_init is None:
+        obj = xp.ones(geom.object_shape, dtype=np.complex64)
+    else:
+        if tuple(object_init.shape) != geom.object_shape:
+            raise ValueError(f"object_init shape {tuple(object_init.shape)} differs from the object grid "
+                             f"{geom.object_shape}")
+        obj = xp.asarray(object_init, dtype=np.complex64).copy()
     prb = xp.asarray(probe, dtype=np.complex64)
     if n_probe_modes > 1 or prb.ndim == 3:
         prb = init_probe_modes(prb, n_probe_modes)
