@@ -165,4 +165,13 @@ def scatter_add(target, flat_index, values) -> None:
         return
     import cupyx  # noqa: PLC0415
 
-    cupyx.scatter_add(target.reshape(-1), idx, val)
+    flat = target.reshape(-1)
+    if xp.iscomplexobj(flat):
+        # CuPy's scatter_add has no complex atomics: add real and imaginary parts into the
+        # interleaved float view (checked on an H100 with CuPy 14).
+        pairs = flat.view(flat.real.dtype)
+        v = val.astype(flat.dtype, copy=False)
+        cupyx.scatter_add(pairs, 2 * idx, v.real)
+        cupyx.scatter_add(pairs, 2 * idx + 1, v.imag)
+    else:
+        cupyx.scatter_add(flat, idx, val)

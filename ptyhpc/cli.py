@@ -1,4 +1,4 @@
-"""The ``ptyhpc`` command: ingest → reconstruct → tomo, or all of them with ``run``."""
+"""The ``ptyhpc`` command: ingest → reconstruct → tomo, or all of them with ``run``; SLURM submission."""
 
 from __future__ import annotations
 
@@ -12,83 +12,201 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Distributed ptychography and tomography of tilt series.")
+                  help="Distributed ptychography and tomography of tilt series and energy stacks.")
 console = Console(stderr=True)
+
+#: Exit codes: 2 bad input or settings, 3 the store is in use by another run, 1 some items failed.
+EXIT_USER, EXIT_LOCKED, EXIT_FAILED = 2, 3, 1
 
 
 @contextlib.contextmanager
 def _user_errors():
-    """Turn the errors a user can fix into one red line and exit code 2."""
+    """Turn the errors a user can fix into one red line and an exit code."""
     from .io import IngestError, StoreError  # noqa: PLC0415
+    from .pipeline.lock import StoreLockedError  # noqa: PLC0415
+    from .pipeline.ptycho_stage import ItemsFailedError  # noqa: PLC0415
+    from .slurm import SlurmError  # noqa: PLC0415
 
     try:
         yield
-    except (IngestError, StoreError, FileNotFoundError, ValueError, FileExistsError) as exc:
+    except StoreLockedError as exc:
+        console.print(f"[bold red]refused:[/] {exc}")
+        raise typer.Exit(EXIT_LOCKED) from None
+    except ItemsFailedError as exc:
         console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_FAILED) from None
+    except (IngestError, StoreError, FileNotFoundError, ValueError, FileExistsError, ImportError,
+            SlurmError, TimeoutError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USER) from None
 
 
 def _figures_dir(store: Path, figures: Optional[Path]) -> Path:
     return figures if figures is not None else store.parent / (store.stem + "_figures")
 
 
-@app.command()
-def ingest(files: List[Path] = typer.Argument(..., help="per-angle HDF5 files"),
-           output: Path = typer.Option(..., "-o", "--output", help="zarr store to create"),
-           overwrite: bool = typer.Option(False, help="replace an existing store (only once the new one is complete)")):
-    """Validate raw per-angle HDF5 files and write them into a zarr v3 store."""
-    from .io import ingest as do_ingest  # noqa: PLC0415
-
-    with _user_errors():
-        t0 = time.perf_counter()
-        path = do_ingest(files, output, overwrite=overwrite)
-        console.print(f"wrote {path} ({len(files)} items) in {time.perf_counter() - t0:.1f} s")
+# Cluster options shared by every command that runs tasks.
+_CLUSTER_HELP = "local | slurm | mpi | address (default: the site configuration, else local)"
 
 
-def _ptycho(store: Path, params, scheduler, workers, figures: Path) -> dict:
-    from .cluster import connect  # noqa: PLC0415
+def _cluster_flags(cluster, scheduler, workers, gpus) -> dict:
+    return {"kind": cluster, "scheduler": scheduler, "workers": workers, "gpus": gpus}
+
+
+def _config(recipe_cluster: dict | None, flags: dict, site_config: Optional[Path]):
+    from .cluster import resolve_config  # noqa: PLC0415
+
+    return resolve_config(recipe_cluster, flags, site_config=site_config)
+
+
+def _with_cluster(cfg, store: Path, body):
+    """Run ``body(client)`` on the cluster holding the store's run lock.
+
+    The lock is taken before the cluster starts (no SLURM jobs are submitted
+    for a run that is refused), except under MPI where only the driver rank
+    may take it.
+    """
+    from .cluster import run_with_client  # noqa: PLC0415
+    from .pipeline.lock import run_lock  # noqa: PLC0415
+
+    if cfg.kind == "mpi":
+        def locked(client):
+            with run_lock(store):
+                return body(client)
+        return run_with_client(cfg, locked)
+    with run_lock(store):
+        return run_with_client(cfg, body)
+
+
+def _is_energy_stack(store: Path) -> bool:
     from .io import open_store  # noqa: PLC0415
-    from .pipeline.figures import ptycho_figures  # noqa: PLC0415
+    from .io.energy import ENERGY_STACK  # noqa: PLC0415
+
+    return open_store(store).attrs.get("kind") == ENERGY_STACK
+
+
+def _ptycho_figures(store: Path, figures: Path) -> None:
+    from .io import open_store  # noqa: PLC0415
+
+    if _is_energy_stack(store):
+        from .pipeline.energy_figures import energy_stack_figures  # noqa: PLC0415
+
+        energy_stack_figures(open_store(store), figures)
+    else:
+        from .pipeline.figures import ptycho_figures  # noqa: PLC0415
+
+        ptycho_figures(open_store(store), figures)
+
+
+def _ptycho(client, store: Path, params, figures: Path) -> dict:
     from .pipeline.ptycho_stage import run_ptycho  # noqa: PLC0415
 
-    with connect(scheduler, workers) as client:
-        out = run_ptycho(store, params, client=client)
-    ptycho_figures(open_store(store), figures)
-    console.print(f"ptychography: {len(out['done'])} items reconstructed, {len(out['skipped'])} already done, "
+    out = run_ptycho(store, params, client=client, lock=False)
+    _ptycho_figures(store, figures)
+    gpu = " (one GPU per task)" if out.get("resources") else ""
+    console.print(f"ptychography: {len(out['done'])} items reconstructed{gpu}, {len(out['skipped'])} already done, "
                   f"{out['seconds']:.1f} s; figures in {figures}")
     return out
 
 
-def _tomo(store: Path, scheduler, workers, figures: Path, n_iter: int, nonneg: bool, align: bool) -> dict:
-    from .cluster import connect  # noqa: PLC0415
+def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: bool) -> dict:
     from .tomo.stage import run_tomo  # noqa: PLC0415
 
-    with connect(scheduler, workers) as client:
-        out = run_tomo(str(store), client=client, n_iter=n_iter, nonneg=nonneg, align=align,
-                       figures_dir=str(figures))
+    if _is_energy_stack(store):
+        console.print("tomography skipped: the store is an energy stack")
+        return {}
+    out = run_tomo(str(store), client=client, n_iter=n_iter, nonneg=nonneg, align=align, figures_dir=str(figures))
     console.print(f"tomography done; figures in {figures}")
     return out
 
 
 @app.command()
+def ingest(files: List[Path] = typer.Argument(..., help="per-item HDF5 files (tilt angles or X-ray energies)"),
+           output: Path = typer.Option(..., "-o", "--output", help="zarr store to create"),
+           overwrite: bool = typer.Option(False, help="replace an existing store (only once the new one is complete)"),
+           kind: str = typer.Option("auto", help="auto | tilt_series | energy_stack (auto: energy_stack when the "
+                                                 "files give photon_energy_eV)")):
+    """Validate raw per-item HDF5 files and write them into a zarr v3 store."""
+    with _user_errors():
+        t0 = time.perf_counter()
+        path = _ingest(files, output, overwrite, kind)
+        console.print(f"wrote {path} ({len(files)} items) in {time.perf_counter() - t0:.1f} s")
+
+
+def _ingest(files, output, overwrite, kind="auto", progress=True):
+    from .io import ingest as ingest_tilt  # noqa: PLC0415
+    from .io.energy import ingest_energy_stack, is_xray_file  # noqa: PLC0415
+
+    if kind not in ("auto", "tilt_series", "energy_stack"):
+        raise ValueError(f"--kind must be auto, tilt_series or energy_stack, got {kind!r}")
+    if kind == "energy_stack" or (kind == "auto" and files and is_xray_file(files[0])):
+        return ingest_energy_stack(files, output, overwrite=overwrite, progress=progress)
+    return ingest_tilt(files, output, overwrite=overwrite, progress=progress)
+
+
+@app.command()
 def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
-                scheduler: Optional[str] = typer.Option(None, help="dask scheduler address or scheduler file; default: a LocalCluster"),
+                cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
+                site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
+                scheduler: Optional[str] = typer.Option(None, help="dask scheduler address or scheduler file (kind address)"),
                 workers: Optional[int] = typer.Option(None, help="LocalCluster workers (default: all cores)"),
+                gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm); tasks then ask for GPU=1"),
                 engine: str = typer.Option("rpie", help="rpie | epie"),
                 n_iter: int = typer.Option(60, help="iterations per item"),
                 backend: str = typer.Option("auto", help="auto | numpy | cupy"),
+                warm_start: bool = typer.Option(False, help="start items from a finished neighbour's probe"),
                 figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
-    """Reconstruct every pending tilt angle, one dask task per angle; reruns skip finished angles."""
+    """Reconstruct every pending item, one dask task per item; reruns skip finished items."""
     from .pipeline.ptycho_stage import PtychoParams  # noqa: PLC0415
 
     with _user_errors():
-        params = PtychoParams(engine=engine, n_iter=n_iter, backend=backend)
-        _ptycho(store, params, scheduler, workers, _figures_dir(store, figures))
+        params = PtychoParams(engine=engine, n_iter=n_iter, backend=backend, warm_start=warm_start)
+        cfg = _config(None, _cluster_flags(cluster, scheduler, workers, gpus), site_config)
+        _with_cluster(cfg, store, lambda c: _ptycho(c, store, params, _figures_dir(store, figures)))
+
+
+@app.command("reconstruct-item")
+def reconstruct_item_cmd(store: Path = typer.Argument(..., help="ingested zarr store"),
+                         index: int = typer.Argument(..., help="item index (0-based, e.g. $SLURM_ARRAY_TASK_ID)"),
+                         recipe: Optional[Path] = typer.Option(None, help="take the ptycho settings from this recipe"),
+                         n_iter: int = typer.Option(60, help="iterations (without --recipe)"),
+                         engine: str = typer.Option("rpie", help="rpie | epie (without --recipe)"),
+                         backend: str = typer.Option("auto", help="auto | numpy | cupy (without --recipe)")):
+    """Reconstruct one item in this process (one element of a SLURM job array).
+
+    Elements of an array share the store; a driver run (reconstruct, run) on the same store is refused
+    while any element runs, and vice versa. An item already done is skipped.
+    """
+    from .io import n_items, open_store  # noqa: PLC0415
+    from .pipeline.lock import run_lock, setup_lock  # noqa: PLC0415
+    from .pipeline.ptycho_stage import PtychoParams, prepare_results, reconstruct_item  # noqa: PLC0415
+    from .recipe import load_recipe  # noqa: PLC0415
+
+    with _user_errors():
+        if recipe is not None:
+            params = load_recipe(recipe)[0].ptycho_params()
+        else:
+            params = PtychoParams(n_iter=n_iter, engine=engine, backend=backend)
+        if params.warm_start:
+            raise ValueError("warm_start is not available for single items (array elements cannot wait for "
+                             "their anchor); run the store with ptyhpc reconstruct")
+        with run_lock(store, shared=True):
+            group = open_store(store, mode="r+")
+            n = n_items(group)
+            if not 0 <= index < n:
+                raise ValueError(f"item {index} out of range: the store has {n} items (0..{n - 1})")
+            with setup_lock(store):
+                prepare_results(group, params)
+            out = reconstruct_item(str(Path(store).resolve()), index, params)
+        state = "already done" if out["already_done"] else f"done in {out['seconds']:.1f} s"
+        console.print(f"item {index}: {state} (final error {out['final_error']:.4g})")
 
 
 @app.command()
 def tomo(store: Path = typer.Argument(..., help="store with finished ptychography"),
-         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address; default: a LocalCluster"),
+         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
+         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML"),
+         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
          workers: Optional[int] = typer.Option(None, help="LocalCluster workers (default: all cores)"),
          n_iter: int = typer.Option(100, help="SIRT iterations"),
          nonneg: bool = typer.Option(True, help="non-negativity in SIRT"),
@@ -96,7 +214,8 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
          figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
     """Offset/ramp removal, alignment, FBP and SIRT of the per-angle phases, slab-parallel."""
     with _user_errors():
-        _tomo(store, scheduler, workers, _figures_dir(store, figures), n_iter, nonneg, align)
+        cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
+        _with_cluster(cfg, store, lambda c: _tomo(c, store, _figures_dir(store, figures), n_iter, nonneg, align))
 
 
 @app.command()
@@ -109,36 +228,131 @@ def info(store: Path = typer.Argument(..., help="zarr store")):
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.py)")):
+def status(store: Path = typer.Argument(..., help="zarr store"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")):
+    """Per-item progress: done, running (its lock is held) or pending; who holds the store."""
+    from .pipeline.progress import store_status  # noqa: PLC0415
+
+    with _user_errors():
+        st = store_status(store)
+        if as_json:
+            typer.echo(json.dumps(st, indent=2))
+            return
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(title=f"{store} ({st['kind']})")
+        cols = [c for c in ("item", "tilt_deg", "energy_eV", "polarisation", "state", "final_error")
+                if any(c in row for row in st["items"])]
+        for c in cols:
+            table.add_column(c)
+        for row in st["items"]:
+            table.add_row(*[("" if row.get(c) is None else f"{row[c]:.4g}" if isinstance(row[c], float)
+                             else str(row[c])) for c in cols])
+        Console().print(table)
+        c = st["counts"]
+        typer.echo(f"done {c['done']}/{st['n_items']}, running {c['running']}, pending {c['pending']}; "
+                   f"run lock: {st['run_lock'] or 'free'}; tomography: "
+                   f"{'complete' if st['tomo_complete'] else 'not done'}")
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.py)"),
+        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo"),
+        cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
+        site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
+        scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
+        workers: Optional[int] = typer.Option(None, help="LocalCluster workers"),
+        gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm)")):
     """Run ingest, ptychography and tomography from a recipe; write figures and a text report."""
-    from .io import ingest as do_ingest  # noqa: PLC0415
-    from .pipeline.report import write_report  # noqa: PLC0415
     from .recipe import load_recipe  # noqa: PLC0415
 
     with _user_errors():
-        t0 = time.perf_counter()
+        wanted = [s.strip() for s in stages.split(",") if s.strip()]
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo"}
+        if unknown or not wanted:
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo")
         rc, files = load_recipe(recipe)
-        store = Path(rc.store)
-        figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
-        timings = {}
+        cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
+        if cfg.kind == "mpi":
+            from .cluster import run_with_client  # noqa: PLC0415
+
+            # Every stage, the ingest included, runs on the driver rank only.
+            run_with_client(cfg, lambda c: _run_stages(c, rc, files, wanted, cfg))
+            return
+        _run_stages(None, rc, files, wanted, cfg)
+
+
+def _run_stages(client, rc, files, wanted, cfg):
+    from .pipeline.lock import run_lock  # noqa: PLC0415
+    from .pipeline.report import write_report  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    store = Path(rc.store)
+    figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
+    timings, ptycho_out, tomo_out = {}, {}, {}
+    if "ingest" in wanted:
         if store.exists() and not rc.overwrite:
             console.print(f"store {store} exists: resuming (set overwrite: true to re-ingest)")
         else:
             t = time.perf_counter()
-            do_ingest(files, store, overwrite=rc.overwrite)
+            _ingest(files, store, rc.overwrite)
             timings["ingest"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ptycho_out = _ptycho(store, rc.ptycho_params(), rc.cluster.scheduler, rc.cluster.workers, figures)
-        timings["ptycho"] = time.perf_counter() - t
-        t = time.perf_counter()
-        tomo_out = _tomo(store, rc.cluster.scheduler, rc.cluster.workers, figures, rc.tomo.n_iter,
-                         rc.tomo.nonneg, rc.tomo.align)
-        timings["tomo"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t0
-        report = Path(rc.report) if rc.report else store.parent / (store.stem + "_report.txt")
-        write_report(report, store, timings=timings, ptycho=ptycho_out, tomo=tomo_out, truth=rc.truth,
-                     figures=figures)
-        console.print(f"report: {report}")
+            console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s")
+    if not ({"ptycho", "tomo"} & set(wanted)):
+        return
+
+    def compute(c):
+        if "ptycho" in wanted:
+            t = time.perf_counter()
+            ptycho_out.update(_ptycho(c, store, rc.ptycho_params(), figures))
+            timings["ptycho"] = time.perf_counter() - t
+        if "tomo" in wanted:
+            t = time.perf_counter()
+            tomo_out.update(_tomo(c, store, figures, rc.tomo.n_iter, rc.tomo.nonneg, rc.tomo.align))
+            timings["tomo"] = time.perf_counter() - t
+
+    if client is not None:  # MPI: already on the cluster, on the driver rank
+        with run_lock(store):
+            compute(client)
+    else:
+        _with_cluster(cfg, store, compute)
+    timings["total"] = time.perf_counter() - t0
+    report = Path(rc.report) if rc.report else store.parent / (store.stem + "_report.txt")
+    # Figures of merit against the truth need the tomogram (and a tilt series).
+    truth = rc.truth if tomo_out else None
+    write_report(report, store, timings=timings, ptycho=ptycho_out, tomo=tomo_out, truth=truth, figures=figures)
+    console.print(f"report: {report}")
+
+
+@app.command()
+def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
+           slurm: bool = typer.Option(False, "--slurm", help="submit to SLURM (the only scheduler supported)"),
+           mode: str = typer.Option("array", help="array (job array, one element per item) | jobqueue "
+                                                 "(dask-jobqueue driver job) | mpi (one dask-mpi job)"),
+           sbatch_arg: List[str] = typer.Option([], "--sbatch-arg", help="extra sbatch option for every job, repeatable "
+                                                                          "(e.g. --sbatch-arg=--partition=gpu)"),
+           site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (jobqueue mode)"),
+           dry_run: bool = typer.Option(False, help="write the job scripts and print the sbatch commands only"),
+           wait: bool = typer.Option(False, help="wait for the jobs to end; exit 1 if any failed or items are pending")):
+    """Submit a recipe as SLURM jobs; follow it with `ptyhpc status STORE`."""
+    from .slurm import submit as do_submit  # noqa: PLC0415
+    from .slurm import wait_for_jobs  # noqa: PLC0415
+
+    with _user_errors():
+        if not slurm:
+            raise ValueError("say where to submit: --slurm (SLURM is the only batch system supported)")
+        out = do_submit(recipe, mode=mode, sbatch_args=sbatch_arg, site_config=site_config, dry_run=dry_run)
+        for job in out["jobs"]:
+            typer.echo(f"{job['name']:8s} {job['id'] or '(dry run)'}  {job['command']}")
+        console.print(f"job scripts and logs in {out['jobs_dir']}; progress: ptyhpc status {out['store']}")
+        if wait and not dry_run:
+            states = wait_for_jobs([j["id"] for j in out["jobs"]], timeout_s=24 * 3600)
+            typer.echo(json.dumps(states))
+            bad = {k: v for k, v in states.items() if v not in ("COMPLETED", "UNKNOWN")}
+            if bad:
+                console.print(f"[bold red]error:[/] jobs ended {bad}; logs in {out['jobs_dir']}; resubmit to redo "
+                              "the unfinished items")
+                raise typer.Exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,8 @@ Example (``examples/cnt_demo.yaml``)::
     store: ../out/cnt.zarr
     figures: ../out/figures
     report: ../out/report.txt
-    cluster: {scheduler: null, workers: null}      # null: LocalCluster on all cores
+    cluster: {kind: local, workers: null}          # null: all cores; see ptyhpc.cluster for
+                                                   # kind slurm | mpi | address and their options
     ptycho: {n_iter: 60}
     tomo: {n_iter: 100, nonneg: true, align: true}
     truth: ../data/cnt_tilt_series                   # optional: ground truth for the report
@@ -38,11 +39,6 @@ class InputSpec(_Strict):
     files: list[str] = Field(min_length=1)
 
 
-class ClusterSpec(_Strict):
-    scheduler: Optional[str] = None
-    workers: Optional[int] = Field(default=None, ge=1)
-
-
 class TomoSpec(_Strict):
     n_iter: int = Field(default=100, ge=1)
     nonneg: bool = True
@@ -55,7 +51,7 @@ class Recipe(_Strict):
     figures: Optional[str] = None
     report: Optional[str] = None
     overwrite: bool = False
-    cluster: ClusterSpec = ClusterSpec()
+    cluster: dict = Field(default_factory=dict)
     ptycho: dict = Field(default_factory=dict)
     tomo: TomoSpec = TomoSpec()
     truth: Optional[str] = None
@@ -70,8 +66,21 @@ class Recipe(_Strict):
         PtychoParams(**v)  # raises on bad values
         return v
 
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster(cls, v):
+        from .cluster import ClusterConfig  # noqa: PLC0415
+
+        ClusterConfig.model_validate({k: x for k, x in v.items() if x is not None})  # names a bad key
+        return v
+
     def ptycho_params(self) -> PtychoParams:
+        """The ``ptycho`` section as :class:`PtychoParams`."""
         return PtychoParams(**self.ptycho)
+
+    def cluster_settings(self) -> dict:
+        """The ``cluster`` section (unset keys left out), a layer for :func:`ptyhpc.cluster.resolve_config`."""
+        return {k: v for k, v in self.cluster.items() if v is not None}
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:

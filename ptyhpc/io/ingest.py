@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
@@ -167,11 +168,16 @@ def ingest(
             dimension_names=("item",),
         )
 
-        with Progress(disable=not progress, transient=False) as bar:
+        # Read the next file in a thread while this one is compressed and written:
+        # h5py and Blosc release the GIL, and the copy becomes write-bound.
+        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(1) as reader:
             task = bar.add_task("ingest", total=n)
+            pending = reader.submit(read_counts, metas[0].path)
             for k, meta in enumerate(metas):
                 bar.update(task, description=f"ingest {meta.path.name}")
-                counts = read_counts(meta.path)
+                counts = pending.result()
+                if k + 1 < n:
+                    pending = reader.submit(read_counts, metas[k + 1].path)
                 if counts.shape != (n_pos, *ref.detector_shape) or counts.dtype != ref.dtype:
                     raise IngestError(f"{meta.path}: entry/data/counts: changed since validation")
                 frames[k] = counts

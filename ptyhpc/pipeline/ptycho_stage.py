@@ -1,15 +1,24 @@
-"""Per-item ptychography on a dask cluster: one task per tilt angle.
+"""Per-item ptychography on a dask cluster: one task per tilt angle or energy.
 
 Each task opens the store itself, reads only its own frames, reconstructs,
 writes its own region of the result arrays (one chunk per item, so tasks
 never share a chunk) and then sets its ``status`` to 1. A rerun skips items
 whose status is 1; an item that crashed half-way keeps status 0 and is
 redone from scratch.
+
+Around that: a run holds the store's run lock (a second run is refused,
+:mod:`ptyhpc.pipeline.lock`), each task holds its item's lock, tasks ask for
+a ``GPU`` worker resource when they will run on CuPy (one task per GPU), and
+an energy stack gets one object pixel size per item (it scales with the
+wavelength). An optional warm start seeds an item's probe from a finished
+neighbour.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +27,26 @@ import numpy as np
 
 from .. import backend
 from ..io import layout, open_store, read_geometry, read_item, require_result_array
+from ..io.energy import ENERGY_STACK, item_geometry, item_groups
 from ..physics import electron_probe
 from ..ptycho.engines import ENGINES, reconstruct
 from ..ptycho.operators import ScanGeometry
 
-__all__ = ["PtychoParams", "ObjectGrid", "object_grid", "reconstruct_item", "run_ptycho"]
+__all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
+           "task_resources", "warm_start_sources", "ItemsFailedError"]
+
+#: The worker resource a CuPy task asks for: one per GPU (start GPU workers with ``--resources GPU=1``).
+GPU_RESOURCE = "GPU"
+
+
+class ItemsFailedError(RuntimeError):
+    """Some items raised; the others finished and are kept. ``failed`` maps item -> error text."""
+
+    def __init__(self, failed: dict):
+        self.failed = dict(failed)
+        lines = "; ".join(f"item {i}: {msg}" for i, msg in sorted(self.failed.items()))
+        super().__init__(f"{len(self.failed)} item(s) failed ({lines}); the finished items are kept, "
+                         "rerun to retry the failed ones")
 
 
 @dataclass
@@ -32,6 +56,10 @@ class PtychoParams:
     ``fft_size`` 0 pads the detector to the next fast FFT length; the padded
     pixels are unmeasured and left free. ``probe_mask_factor`` is the radius of
     the Fourier-space probe mask in units of the convergence semi-angle (0: off).
+    ``warm_start`` (off by default) starts every item that is not an anchor
+    from the final probe of the nearest anchor of its sequence (anchors:
+    every ``warm_start_stride``-th item, reconstructed from the model probe
+    first); see :func:`warm_start_sources`.
     """
 
     engine: str = "rpie"
@@ -46,12 +74,18 @@ class PtychoParams:
     fft_size: int = 0
     seed: int = 0
     backend: str = "auto"
+    warm_start: bool = False
+    warm_start_stride: int = 4
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ValueError(f"ptycho.engine must be one of {ENGINES}, got {self.engine!r}")
         if self.n_iter < 1 or self.batch_size < 1:
             raise ValueError("ptycho.n_iter and ptycho.batch_size must be >= 1")
+        if self.backend not in ("auto", "numpy", "cupy"):
+            raise ValueError(f"ptycho.backend must be 'auto', 'numpy' or 'cupy', got {self.backend!r}")
+        if self.warm_start_stride < 2:
+            raise ValueError("ptycho.warm_start_stride must be >= 2")
 
 
 @dataclass
@@ -90,6 +124,33 @@ def object_grid(group, params: PtychoParams) -> ObjectGrid:
     return ObjectGrid(fft_shape, g.pixel_size_m, g.origin_m, g.object_shape)
 
 
+def item_grids(group, params: PtychoParams) -> list[ObjectGrid]:
+    """One object grid per item.
+
+    A tilt series has one grid for all items (:func:`object_grid`). In an
+    energy stack the pixel 1/(N Δk_i) = λ_i z / (N p) follows each item's
+    wavelength: every item gets its own pixel size and origin, on an object
+    array of the largest item's shape so that the results still stack.
+
+    Returns
+    -------
+    list of ObjectGrid
+        ``n_items`` grids sharing ``fft_shape`` and ``object_shape``.
+    """
+    n = group[layout.FRAMES].shape[0]
+    common = object_grid(group, params)
+    if group.attrs.get("kind") != ENERGY_STACK:
+        return [common] * n
+    pos_all = np.asarray(group[layout.POSITIONS][...])
+    own = []
+    for i in range(n):
+        dk = item_geometry(group, i)["reciprocal_sampling_inv_m"]
+        px = (1.0 / (common.fft_shape[0] * dk[0]), 1.0 / (common.fft_shape[1] * dk[1]))
+        own.append(ScanGeometry.from_positions(pos_all[i], common.fft_shape, px))
+    shape = tuple(max(g.object_shape[k] for g in own) for k in range(2))
+    return [ObjectGrid(common.fft_shape, g.pixel_size_m, g.origin_m, shape) for g in own]
+
+
 def _initial_probe(geom: dict, grid: ObjectGrid, intensity: float, xp):
     return electron_probe(grid.fft_shape, grid.pixel_size_m, geom["wavelength_m"],
                           geom["convergence_semiangle_rad"], defocus=geom["defocus_m"],
@@ -105,46 +166,97 @@ def _probe_fourier_mask(geom: dict, grid: ObjectGrid, factor: float):
     return np.hypot(ky, kx) <= k_cut
 
 
-def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict) -> dict:
+def _item_grid(group, item: int) -> ObjectGrid:
+    res = group[layout.PTYCHO]
+    obj = group[layout.PTYCHO_OBJECT]
+    px, origin = obj.attrs["pixel_size_m"], obj.attrs["origin_m"]
+    if np.ndim(px) == 2:  # energy stack: one (y, x) pair per item
+        px, origin = px[item], origin[item]
+    return ObjectGrid(tuple(res.attrs["fft_shape"]), tuple(px), tuple(origin), tuple(obj.shape[1:]))
+
+
+def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, init_probe_from: int | None = None,
+                     after=None) -> dict:
     """Reconstruct one item and write it into the store (runs on a worker).
 
-    Writes ``object[item]``, ``probe[item]``, ``error[item]``,
+    Holds the item's lock (:func:`ptyhpc.pipeline.lock.item_lock`) while it
+    works, and returns at once when the item is already done, so a task that
+    runs twice (resubmitted after a lost worker or a vanished client) writes
+    once. Writes ``object[item]``, ``probe[item]``, ``error[item]``,
     ``illumination[item]``, then ``status[item] = 1``.
+
+    Parameters
+    ----------
+    store_path : str
+        Store with result arrays made by :func:`prepare_results`.
+    item : int
+        Item index.
+    params : PtychoParams or dict
+    init_probe_from : int, optional
+        Warm start: take the initial probe from this finished item (scaled to
+        this item's counts) instead of the model probe.
+    after : any
+        Ignored; a dask future passed here makes the task wait for it.
 
     Returns
     -------
     dict
-        ``item``, ``seconds``, ``final_error``, ``backend``.
+        ``item``, ``seconds`` (whole task), ``compute_seconds`` (engine only),
+        ``final_error``, ``backend``, ``worker`` (host:pid), ``started`` and
+        ``finished`` (epoch s), ``already_done`` (True when it found status 1).
+
+    Raises
+    ------
+    RuntimeError
+        ``init_probe_from`` is not finished.
     """
+    from .lock import item_lock  # noqa: PLC0415
+
     if isinstance(params, dict):
         params = PtychoParams(**params)
+    started = time.time()
     t0 = time.perf_counter()
-    group = open_store(store_path, mode="r+")
-    res = group[layout.PTYCHO]
-    grid = ObjectGrid(tuple(res.attrs["fft_shape"]), tuple(res.attrs["pixel_size_m"]),
-                      tuple(res.attrs["origin_m"]), tuple(group[layout.PTYCHO_OBJECT].shape[1:]))
-    geom = read_geometry(group)
-    frames, positions = read_item(group, item)
-    xp = backend.get_xp(params.backend)
-    intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
-    probe = _initial_probe(geom, grid, intensity, xp)
-    result = reconstruct(
-        frames, positions, probe, grid.pixel_size_m, engine=params.engine, n_iter=params.n_iter,
-        batch_size=params.batch_size, alpha=params.alpha, beta_object=params.beta_object,
-        beta_probe=params.beta_probe, probe_update_start=params.probe_update_start,
-        noise_model=params.noise_model,
-        probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor),
-        origin_m=grid.origin_m, object_shape=grid.object_shape, fft_shape=grid.fft_shape,
-        seed=params.seed + item, xp=xp,
-    )
-    # Data first, status last: a crash in between leaves status 0 and the item is redone.
-    group[layout.PTYCHO_OBJECT][item] = result.object
-    group[layout.PTYCHO_PROBE][item] = result.probe
-    group[layout.PTYCHO_ERROR][item] = result.error
-    group[layout.PTYCHO_ILLUMINATION][item] = result.illumination
-    group[layout.PTYCHO_STATUS][item] = 1
-    return {"item": item, "seconds": time.perf_counter() - t0, "final_error": float(result.error[-1]),
-            "backend": xp.__name__}
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    with item_lock(store_path, item):
+        group = open_store(store_path, mode="r+")
+        if int(group[layout.PTYCHO_STATUS][item]) == 1:
+            return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": 0.0,
+                    "final_error": float(group[layout.PTYCHO_ERROR][item, -1]), "backend": None, "worker": worker,
+                    "started": started, "finished": time.time(), "already_done": True}
+        grid = _item_grid(group, item)
+        geom = item_geometry(group, item)
+        frames, positions = read_item(group, item)
+        xp = backend.get_xp(params.backend)
+        intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
+        if init_probe_from is None:
+            probe = _initial_probe(geom, grid, intensity, xp)
+        else:
+            if int(group[layout.PTYCHO_STATUS][init_probe_from]) != 1:
+                raise RuntimeError(f"warm start of item {item}: source item {init_probe_from} is not finished")
+            src = np.asarray(group[layout.PTYCHO_PROBE][init_probe_from])
+            # Σ|P|² equals the counts per pattern (unitary FFT): rescale to this item's dose.
+            scale = np.sqrt(intensity / max(float(np.sum(np.abs(src) ** 2)), 1e-30))
+            probe = xp.asarray((src * scale).astype(np.complex64))
+        tc = time.perf_counter()
+        result = reconstruct(
+            frames, positions, probe, grid.pixel_size_m, engine=params.engine, n_iter=params.n_iter,
+            batch_size=params.batch_size, alpha=params.alpha, beta_object=params.beta_object,
+            beta_probe=params.beta_probe, probe_update_start=params.probe_update_start,
+            noise_model=params.noise_model,
+            probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor),
+            origin_m=grid.origin_m, object_shape=grid.object_shape, fft_shape=grid.fft_shape,
+            seed=params.seed + item, xp=xp,
+        )
+        compute = time.perf_counter() - tc
+        # Data first, status last: a crash in between leaves status 0 and the item is redone.
+        group[layout.PTYCHO_OBJECT][item] = result.object
+        group[layout.PTYCHO_PROBE][item] = result.probe
+        group[layout.PTYCHO_ERROR][item] = result.error
+        group[layout.PTYCHO_ILLUMINATION][item] = result.illumination
+        group[layout.PTYCHO_STATUS][item] = 1
+    return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": compute,
+            "final_error": float(result.error[-1]), "backend": xp.__name__, "worker": worker,
+            "started": started, "finished": time.time(), "already_done": False}
 
 
 def prepare_results(group, params: PtychoParams) -> ObjectGrid:
@@ -155,15 +267,20 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     StoreError
         Existing results were made with another grid or iteration count.
     """
-    grid = object_grid(group, params)
+    grids = item_grids(group, params)
+    grid = grids[0]
     n = group[layout.FRAMES].shape[0]
     H, W = grid.object_shape
     Ny, Nx = grid.fft_shape
-    attrs = {"pixel_size_m": list(grid.pixel_size_m), "origin_m": list(grid.origin_m)}
+    if group.attrs.get("kind") == ENERGY_STACK:
+        # One (y, x) pair per item: the pixel follows the wavelength.
+        attrs = {"pixel_size_m": [list(g.pixel_size_m) for g in grids], "origin_m": [list(g.origin_m) for g in grids]}
+    else:
+        attrs = {"pixel_size_m": list(grid.pixel_size_m), "origin_m": list(grid.origin_m)}
     require_result_array(group, layout.PTYCHO_OBJECT, (n, H, W), "complex64", (1, H, W),
                          fill_value=1 + 0j, attrs={**attrs, "axes": ["item", "y", "x"]})
     require_result_array(group, layout.PTYCHO_PROBE, (n, Ny, Nx), "complex64", (1, Ny, Nx),
-                         attrs={"pixel_size_m": list(grid.pixel_size_m), "centre": "pixel (Ny//2, Nx//2)"})
+                         attrs={"pixel_size_m": attrs["pixel_size_m"], "centre": "pixel (Ny//2, Nx//2)"})
     require_result_array(group, layout.PTYCHO_ERROR, (n, params.n_iter), "float32", (1, params.n_iter),
                          attrs={"definition": "sum over measured pixels (|Psi| - sqrt(I))^2 / sum I"})
     require_result_array(group, layout.PTYCHO_ILLUMINATION, (n, H, W), "float32", (1, H, W), attrs=attrs)
@@ -174,14 +291,86 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     return grid
 
 
+def task_resources(params: PtychoParams, client=None) -> dict | None:
+    """The worker resources each item's task asks for.
+
+    ``{"GPU": 1}`` when the task will run on CuPy: ``backend="cupy"``, or
+    ``"auto"`` (without ``PTYHPC_BACKEND=numpy``) on a cluster whose workers
+    offer a ``GPU`` resource. Then the scheduler runs one task per GPU
+    whatever the worker's thread count. ``None`` otherwise: the same tasks
+    run on CPU workers.
+
+    Raises
+    ------
+    ValueError
+        ``backend="cupy"`` but the connected workers offer no ``GPU``
+        resource (the tasks would wait forever). A cluster with no worker yet
+        (adaptive, jobs queued) is not checked.
+    """
+    if client is None:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"].values() if _takes_n_workers(client) else \
+        client.scheduler_info()["workers"].values()
+    offered = [w.get("resources", {}).get(GPU_RESOURCE, 0) for w in workers]
+    want = params.backend
+    if want == "auto":
+        want = os.environ.get("PTYHPC_BACKEND", "auto")
+    if want == "cupy":
+        if offered and not any(offered):
+            raise ValueError("backend 'cupy' asks every task for a GPU worker resource, but no worker offers one; "
+                             "start GPU workers with '--resources GPU=1' (ptyhpc.cluster does this for gpus >= 1) "
+                             "or use backend 'numpy'")
+        return {GPU_RESOURCE: 1}
+    if want == "auto" and any(offered):
+        return {GPU_RESOURCE: 1}
+    return None
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect  # noqa: PLC0415
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def warm_start_sources(group, params: PtychoParams) -> dict[int, int | None]:
+    """Where each item's initial probe comes from.
+
+    Returns
+    -------
+    dict
+        item -> ``None`` (the model probe) or the index of the finished item
+        whose probe it starts from. Without ``params.warm_start`` every item
+        maps to ``None``. With it, in each sequence of
+        :func:`ptyhpc.io.energy.item_groups` (the tilt series; one
+        polarisation of an energy stack) items 0, s, 2s, ... (s =
+        ``warm_start_stride``) are anchors started from the model probe and
+        every other item starts from its nearest anchor (the lower one on a
+        tie). The choice depends on indices only, never on which task happened
+        to finish first, so results do not depend on scheduling.
+    """
+    n = group[layout.FRAMES].shape[0]
+    src = dict.fromkeys(range(n))
+    if not params.warm_start:
+        return src
+    s = params.warm_start_stride
+    for seq in item_groups(group):
+        anchors = list(range(0, len(seq), s))
+        for k, item in enumerate(seq):
+            if k % s:
+                a = min(anchors, key=lambda j: (abs(j - k), j))
+                src[item] = seq[a]
+    return src
+
+
 def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, client=None,
-               progress: bool = True, items=None) -> dict:
+               progress: bool = True, items=None, resources: dict | str | None = "auto",
+               lock: bool = True) -> dict:
     """Reconstruct every pending item of a store on a dask cluster.
 
     Parameters
     ----------
     store_path : path
-        An ingested store.
+        An ingested store (tilt series or energy stack).
     params : PtychoParams, optional
     client : distributed.Client, optional
         Where the tasks run; ``None`` runs them in this process, one by one.
@@ -189,39 +378,103 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
         Show a progress bar counting items.
     items : iterable of int, optional
         Restrict to these items.
+    resources : dict, "auto" or None
+        Worker resources each task asks for; ``"auto"``: :func:`task_resources`
+        (``{"GPU": 1}`` for CuPy tasks).
+    lock : bool
+        Hold the store's run lock (exclusive) while running; pass False only
+        when the caller holds it already.
 
     Returns
     -------
     dict
         ``done`` (items computed now), ``skipped`` (already done), ``tasks``
-        (per-item dicts from :func:`reconstruct_item`), ``seconds``.
+        (per-item dicts from :func:`reconstruct_item`), ``seconds``,
+        ``resources`` (what each task asked for).
+
+    Raises
+    ------
+    StoreLockedError
+        Another run holds the store.
+    StoreError
+        Not a store, or existing results made with other settings.
+    ItemsFailedError
+        Some items raised; every other item was still computed and kept.
     """
-    from rich.progress import Progress  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
+
+    from .lock import run_lock, setup_lock  # noqa: PLC0415
 
     params = params or PtychoParams()
     store_path = str(Path(store_path).resolve())
     t0 = time.perf_counter()
-    group = open_store(store_path, mode="r+")
-    prepare_results(group, params)
-    status = np.asarray(group[layout.PTYCHO_STATUS][...])
-    todo = [i for i in (range(len(status)) if items is None else items) if status[i] != 1]
-    skipped = [i for i in range(len(status)) if status[i] == 1]
-    pdict = asdict(params)
-    tasks = []
-    with Progress(disable=not progress) as bar:
-        job = bar.add_task(f"ptychography ({len(skipped)} already done)", total=len(todo))
-        if client is None:
-            for i in todo:
-                tasks.append(reconstruct_item(store_path, i, pdict))
-                bar.advance(job)
-        else:
-            from distributed import as_completed  # noqa: PLC0415
+    with run_lock(store_path) if lock else contextlib.nullcontext():
+        group = open_store(store_path, mode="r+")
+        with setup_lock(store_path):
+            prepare_results(group, params)
+        status = np.asarray(group[layout.PTYCHO_STATUS][...])
+        todo = [int(i) for i in (range(len(status)) if items is None else items) if status[i] != 1]
+        skipped = [i for i in range(len(status)) if status[i] == 1]
+        sources = warm_start_sources(group, params)
+        # Anchors (and items whose source is already done) first; the rest wait for their source.
+        need = {i: sources[i] for i in todo if sources[i] is not None and status[sources[i]] != 1}
+        missing = {i: j for i, j in need.items() if j not in todo}
+        if missing:
+            raise ValueError(f"warm start: items {sorted(missing)} start from items {sorted(set(missing.values()))}, "
+                             "which are neither finished nor in this run; add them to the items to run")
+        if resources == "auto":
+            resources = task_resources(params, client)
+        pdict = asdict(params)
+        tasks, failed = [], {}
+        with _progress(progress, f"ptychography ({len(skipped)} already done)", len(todo)) as advance:
+            if client is None:
+                for i in sorted(todo, key=lambda i: i in need):
+                    try:
+                        tasks.append(reconstruct_item(store_path, i, pdict, sources[i]))
+                    except Exception as exc:  # noqa: BLE001  (reported together below)
+                        failed[i] = f"{type(exc).__name__}: {exc}"
+                    advance()
+            else:
+                from distributed import as_completed  # noqa: PLC0415
 
-            futures = client.map(reconstruct_item, [store_path] * len(todo), todo, [pdict] * len(todo),
-                                 key=[f"ptycho-item-{i}-{math.floor(time.time())}" for i in todo],
-                                 pure=False)
-            for fut in as_completed(futures):
-                tasks.append(fut.result())
-                bar.advance(job)
+                stamp = math.floor(time.time())
+                futures = {}
+                for i in sorted(todo, key=lambda i: i in need):
+                    # A warm-started item waits for its source's task (passed as ``after``).
+                    after = futures[need[i]] if i in need else None
+                    futures[i] = client.submit(reconstruct_item, store_path, i, pdict, sources[i], after,
+                                               key=f"ptycho-item-{i}-{stamp}", pure=False, resources=resources)
+                item_of = {f.key: i for i, f in futures.items()}
+                for fut in as_completed(list(futures.values())):
+                    try:
+                        tasks.append(fut.result())
+                    except Exception as exc:  # noqa: BLE001
+                        failed[item_of[fut.key]] = f"{type(exc).__name__}: {exc}"
+                    advance()
+    if failed:
+        raise ItemsFailedError(failed)
     tasks.sort(key=lambda d: d["item"])
-    return {"done": todo, "skipped": skipped, "tasks": tasks, "seconds": time.perf_counter() - t0}
+    return {"done": todo, "skipped": skipped, "tasks": tasks, "seconds": time.perf_counter() - t0,
+            "resources": resources}
+
+
+class _progress:
+    """A rich progress bar that counts items (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, label: str, total: int):
+        self.enabled, self.label, self.total = enabled, label, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import Progress  # noqa: PLC0415
+
+        self.bar = Progress()
+        self.bar.__enter__()
+        job = self.bar.add_task(self.label, total=self.total)
+        return lambda: self.bar.advance(job)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,371 @@
+"""Energy stacks: X-ray spectro-ptychography scans, one file per (photon energy, polarisation).
+
+A minimal reader of per-energy HDF5 files, their ingest into a store of kind
+``energy_stack``, and the per-item geometry that the ptychography stage uses
+for both kinds of store.
+
+Raw file format (one file per photon energy and polarisation; SI units)::
+
+    entry/data/counts      (scan_y, scan_x, ky, kx), counts, zero frequency at (ky//2, kx//2)
+    entry/instrument       attributes
+        photon_energy_eV        float > 0
+        polarisation            str, a label such as "LH", "LV", "C+", "C-"
+        detector_distance_m     float > 0, sample to detector
+        detector_pixel_size_m   (dy, dx) > 0
+        probe_semiangle_rad     float > 0, numerical aperture of the focusing optic
+        defocus_m               float, distance of the sample downstream of the focus
+        scan_origin_m           (y, x)
+        scan_step_m             float > 0
+        tilt_angle_deg          float, optional (0): the sample's rotation about y
+
+Store (kind ``energy_stack``, radiation ``xray``), in addition to the arrays
+of every store (``frames``, ``positions``, ``tilt_angle``; see
+:mod:`ptyhpc.io.layout`); items sorted by (photon energy, polarisation):
+
+    ``photon_energy_eV``           (n_items,) float64, eV
+    ``wavelength_m``               (n_items,) float64, m, λ = hc/E
+    ``reciprocal_sampling_inv_m``  (n_items, 2) float64, 1/m per detector pixel, p / (λ z)
+    root attribute ``polarisation``  list of str, one label per item
+
+The root ``geometry`` attribute holds item 0's values (so that code written
+for one geometry still reads a store); per-item values come from
+:func:`item_geometry`. Because the reciprocal sampling scales with 1/λ, the
+reconstruction pixel λz/(N p) differs between items: the ptychography stage
+records it per item (see :mod:`ptyhpc.pipeline.ptycho_stage`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (compression filters facility files use)
+import numpy as np
+import zarr
+from scipy.constants import c, e, h
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .validate import SUPPORTED_DTYPES, IngestError
+
+__all__ = ["XrayScanMetadata", "photon_wavelength", "read_xray_metadata", "is_xray_file",
+           "ingest_energy_stack", "item_geometry", "item_groups", "ENERGY_STACK",
+           "PHOTON_ENERGY", "WAVELENGTH", "RECIPROCAL_SAMPLING"]
+
+ENERGY_STACK = "energy_stack"
+PHOTON_ENERGY = "photon_energy_eV"
+WAVELENGTH = "wavelength_m"
+RECIPROCAL_SAMPLING = "reciprocal_sampling_inv_m"
+
+COUNTS = "entry/data/counts"
+INSTRUMENT = "entry/instrument"
+# Attributes that must agree across the files of one stack (floats compared with rtol 1e-9).
+_COMMON = ("detector_distance_m", "detector_pixel_size_m", "probe_semiangle_rad", "defocus_m",
+           "scan_origin_m", "scan_step_m")
+
+
+def photon_wavelength(energy_eV: float) -> float:
+    """Photon wavelength λ = hc/E.
+
+    Parameters
+    ----------
+    energy_eV : float
+        Photon energy, eV (> 0).
+
+    Returns
+    -------
+    float
+        m (1.2398 nm at 1 keV).
+
+    Raises
+    ------
+    ValueError
+        Non-positive or non-finite energy.
+    """
+    if not (np.isfinite(energy_eV) and energy_eV > 0):
+        raise ValueError(f"photon energy must be a positive number of eV, got {energy_eV!r}")
+    return h * c / (e * float(energy_eV))
+
+
+@dataclass(frozen=True)
+class XrayScanMetadata:
+    """Metadata of one X-ray scan (SI). Attribute names are those of the file; see module docstring."""
+
+    path: Path
+    photon_energy_eV: float
+    polarisation: str
+    detector_distance_m: float
+    detector_pixel_size_m: tuple
+    probe_semiangle_rad: float
+    defocus_m: float
+    scan_origin_m: tuple
+    scan_step_m: float
+    tilt_angle_rad: float
+    scan_shape: tuple
+    detector_shape: tuple
+    dtype: np.dtype
+
+    @property
+    def wavelength_m(self) -> float:
+        """λ = hc/E, m."""
+        return photon_wavelength(self.photon_energy_eV)
+
+    @property
+    def reciprocal_sampling_inv_m(self) -> tuple:
+        """(dky, dkx) = pixel / (λ z), 1/m per detector pixel."""
+        lz = self.wavelength_m * self.detector_distance_m
+        return (self.detector_pixel_size_m[0] / lz, self.detector_pixel_size_m[1] / lz)
+
+
+def is_xray_file(path: str | PathLike) -> bool:
+    """True when ``path`` is an HDF5 file whose ``entry/instrument`` has ``photon_energy_eV``."""
+    try:
+        with h5py.File(path, "r") as f:
+            inst = f.get(INSTRUMENT)
+            return isinstance(inst, h5py.Group) and "photon_energy_eV" in inst.attrs
+    except (OSError, ValueError):
+        return False
+
+
+def _num(path, attrs, name, size=1, positive=False, required=True):
+    where = f"{path}: {INSTRUMENT}/{name}"
+    if name not in attrs:
+        if required:
+            raise IngestError(f"{where}: missing")
+        return None
+    try:
+        v = np.asarray(attrs[name], dtype=np.float64).ravel()
+    except (TypeError, ValueError) as err:
+        raise IngestError(f"{where}: not a number ({attrs[name]!r})") from err
+    if v.size != size:
+        raise IngestError(f"{where}: expected {size} value(s), got {v.size}")
+    if not np.all(np.isfinite(v)):
+        raise IngestError(f"{where}: not finite ({v.tolist()})")
+    if positive and not np.all(v > 0):
+        raise IngestError(f"{where}: must be > 0, got {v.tolist()}")
+    return float(v[0]) if size == 1 else tuple(float(x) for x in v)
+
+
+def read_xray_metadata(path: str | PathLike) -> XrayScanMetadata:
+    """Read and check the metadata of one X-ray file (no counts are read).
+
+    Raises
+    ------
+    IngestError
+        File missing or not HDF5; ``entry/data/counts`` missing, not 4D, empty
+        or of an unsupported dtype; an attribute missing, not finite, of the
+        wrong length, non-positive where it must be positive; an empty
+        polarisation label. Messages start with ``<file>: <field>:``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: file not found")
+    if not h5py.is_hdf5(path):
+        raise IngestError(f"{path}: not an HDF5 file")
+    with h5py.File(path, "r") as f:
+        ds = f.get(COUNTS)
+        if not isinstance(ds, h5py.Dataset):
+            raise IngestError(f"{path}: {COUNTS}: missing dataset")
+        if ds.ndim != 4 or 0 in ds.shape:
+            raise IngestError(f"{path}: {COUNTS}: expected non-empty 4D (scan_y, scan_x, ky, kx), got {ds.shape}")
+        if ds.dtype not in SUPPORTED_DTYPES:
+            raise IngestError(f"{path}: {COUNTS}: unsupported dtype {ds.dtype}")
+        inst = f.get(INSTRUMENT)
+        if not isinstance(inst, h5py.Group):
+            raise IngestError(f"{path}: {INSTRUMENT}: missing group")
+        a = inst.attrs
+        if "polarisation" not in a:
+            raise IngestError(f"{path}: {INSTRUMENT}/polarisation: missing")
+        pol = a["polarisation"]
+        pol = (pol.decode() if isinstance(pol, bytes) else str(pol)).strip()
+        if not pol:
+            raise IngestError(f"{path}: {INSTRUMENT}/polarisation: empty label")
+        tilt = _num(path, a, "tilt_angle_deg", required=False) or 0.0
+        return XrayScanMetadata(
+            path=path,
+            photon_energy_eV=_num(path, a, "photon_energy_eV", positive=True),
+            polarisation=pol,
+            detector_distance_m=_num(path, a, "detector_distance_m", positive=True),
+            detector_pixel_size_m=_num(path, a, "detector_pixel_size_m", size=2, positive=True),
+            probe_semiangle_rad=_num(path, a, "probe_semiangle_rad", positive=True),
+            defocus_m=_num(path, a, "defocus_m"),
+            scan_origin_m=_num(path, a, "scan_origin_m", size=2),
+            scan_step_m=_num(path, a, "scan_step_m", positive=True),
+            tilt_angle_rad=float(np.radians(tilt)),
+            scan_shape=(int(ds.shape[0]), int(ds.shape[1])),
+            detector_shape=(int(ds.shape[2]), int(ds.shape[3])),
+            dtype=np.dtype(ds.dtype),
+        )
+
+
+def _check_stack(metas: list[XrayScanMetadata]) -> None:
+    if not metas:
+        raise IngestError("no input files given")
+    ref = metas[0]
+    for m in metas[1:]:
+        for attr in ("scan_shape", "detector_shape", "dtype"):
+            if getattr(m, attr) != getattr(ref, attr):
+                raise IngestError(f"{m.path}: {COUNTS}: {attr} {getattr(m, attr)} differs from "
+                                  f"{getattr(ref, attr)} in {ref.path}")
+        for attr in _COMMON:
+            if not np.allclose(getattr(m, attr), getattr(ref, attr), rtol=1e-9, atol=0):
+                raise IngestError(f"{m.path}: {INSTRUMENT}/{attr}: {getattr(m, attr)} differs from "
+                                  f"{getattr(ref, attr)} in {ref.path}")
+    seen = {}
+    for m in metas:
+        key = (round(m.photon_energy_eV, 6), m.polarisation)
+        if key in seen:
+            raise IngestError(f"{m.path}: {INSTRUMENT}/photon_energy_eV: {m.photon_energy_eV} eV with "
+                              f"polarisation {m.polarisation!r} also in {seen[key]}")
+        seen[key] = m.path
+
+
+def _positions(m: XrayScanMetadata) -> np.ndarray:
+    i, j = np.indices(m.scan_shape, dtype=np.float64)
+    return np.stack([i.ravel(), j.ravel()], 1) * m.scan_step_m + np.asarray(m.scan_origin_m)
+
+
+def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathLike, *,
+                        overwrite: bool = False, progress: bool = True) -> Path:
+    """Validate per-energy X-ray files and write a store of kind ``energy_stack``.
+
+    Same guarantees as :func:`ptyhpc.io.ingest`: every file is checked before
+    anything is written, and the store is built in a sibling folder and renamed
+    into place only when complete.
+
+    Parameters
+    ----------
+    files : iterable of path-like
+        One file per (photon energy, polarisation), any order.
+    store_path : path-like
+        Store folder to create.
+    overwrite : bool
+        Replace an existing store once the new one is complete.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        ``store_path``.
+
+    Raises
+    ------
+    IngestError
+        Store exists and not ``overwrite``; no files; a per-file problem (see
+        :func:`read_xray_metadata`); shapes, dtype or common geometry
+        differing between files; two files with the same energy and
+        polarisation; NaN/inf or negative counts.
+    """
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from .hdf5_tilt import read_counts  # noqa: PLC0415  (same counts layout and checks)
+    from .ingest import _remove, frames_chunking  # noqa: PLC0415
+
+    files = [Path(f) for f in files]
+    store_path = Path(store_path)
+    if (store_path.exists() or store_path.is_symlink()) and not overwrite:
+        raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
+    metas = sorted((read_xray_metadata(f) for f in files), key=lambda m: (m.photon_energy_eV, m.polarisation))
+    _check_stack(metas)
+    ref = metas[0]
+    n, n_pos = len(metas), ref.scan_shape[0] * ref.scan_shape[1]
+    chunks, shards = frames_chunking(n_pos, ref.detector_shape)
+    geometry = {
+        "beam_energy_eV": ref.photon_energy_eV, "wavelength_m": ref.wavelength_m,
+        "convergence_semiangle_rad": ref.probe_semiangle_rad, "defocus_m": ref.defocus_m, "Cs_m": 0.0,
+        "reciprocal_sampling_inv_m": list(ref.reciprocal_sampling_inv_m), "scan_step_m": ref.scan_step_m,
+        "scan_origin_m": list(ref.scan_origin_m), "dose_e_per_m2": None,
+    }
+    assert tuple(geometry) == GEOMETRY_KEYS
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store_path.with_name(f"{store_path.name}.partial-{os.getpid()}")
+    _remove(tmp)
+    try:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root.attrs.update({
+            "ptyhpc_schema": SCHEMA_VERSION, "kind": ENERGY_STACK, "radiation": "xray", "geometry": geometry,
+            "polarisation": [m.polarisation for m in metas],
+            "detector_distance_m": ref.detector_distance_m,
+            "detector_pixel_size_m": list(ref.detector_pixel_size_m),
+            "source_files": [str(m.path.resolve()) for m in metas],
+        })
+        frames = root.create_array(
+            FRAMES, shape=(n, n_pos, *ref.detector_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
+            compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle), fill_value=0,
+            dimension_names=("item", "position", "det_y", "det_x"))
+        root.create_array(POSITIONS, data=np.stack([_positions(m) for m in metas]), chunks=(n, n_pos, 2),
+                          attributes={"axes": ["y", "x"], "units": "m"})
+        root.create_array(TILT_ANGLE, data=np.array([m.tilt_angle_rad for m in metas]), chunks=(n,),
+                          attributes={"units": "rad", "axis": "y"})
+        root.create_array(PHOTON_ENERGY, data=np.array([m.photon_energy_eV for m in metas]), chunks=(n,),
+                          attributes={"units": "eV"})
+        root.create_array(WAVELENGTH, data=np.array([m.wavelength_m for m in metas]), chunks=(n,),
+                          attributes={"units": "m"})
+        root.create_array(RECIPROCAL_SAMPLING, data=np.array([m.reciprocal_sampling_inv_m for m in metas]),
+                          chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
+        with Progress(disable=not progress) as bar, ThreadPoolExecutor(1) as reader:
+            task = bar.add_task("ingest", total=n)
+            # Read (HDF5 decompression) file k+1 while file k is compressed and written: both
+            # release the GIL, so ingest runs at about the pace of the slower of the two.
+            pending = reader.submit(read_counts, metas[0].path)  # checks NaN/inf and negative counts
+            for k in range(n):
+                counts = pending.result()
+                if k + 1 < n:
+                    pending = reader.submit(read_counts, metas[k + 1].path)
+                frames[k] = counts
+                bar.advance(task)
+        root.attrs["ingest_complete"] = True
+        if overwrite and store_path.exists():
+            old = store_path.with_name(f"{store_path.name}.old-{os.getpid()}")
+            _remove(old)
+            store_path.rename(old)
+            tmp.rename(store_path)
+            _remove(old)
+        else:
+            tmp.rename(store_path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return store_path
+
+
+def item_geometry(group, item: int) -> dict:
+    """The geometry of one item: the root ``geometry`` with per-item values applied.
+
+    For an energy stack ``beam_energy_eV``, ``wavelength_m`` and
+    ``reciprocal_sampling_inv_m`` come from the per-item arrays; for a tilt
+    series every item has the root geometry.
+
+    Returns
+    -------
+    dict
+        Keys :data:`ptyhpc.io.layout.GEOMETRY_KEYS`, SI.
+    """
+    from .store import read_geometry  # noqa: PLC0415
+
+    geom = read_geometry(group)
+    if group.attrs.get("kind") == ENERGY_STACK:
+        geom["beam_energy_eV"] = float(group[PHOTON_ENERGY][item])
+        geom["wavelength_m"] = float(group[WAVELENGTH][item])
+        geom["reciprocal_sampling_inv_m"] = [float(v) for v in group[RECIPROCAL_SAMPLING][item]]
+    return geom
+
+
+def item_groups(group) -> list[list[int]]:
+    """Items in scan order, split into sequences whose neighbours are alike.
+
+    A tilt series is one sequence (increasing angle). An energy stack has one
+    sequence per polarisation label, in increasing photon energy: a warm start
+    takes its probe from a neighbour in the same sequence.
+    """
+    n = int(group[FRAMES].shape[0])
+    if group.attrs.get("kind") != ENERGY_STACK:
+        return [list(range(n))]
+    labels = list(group.attrs["polarisation"])
+    return [[i for i in range(n) if labels[i] == lab] for lab in dict.fromkeys(labels)]
