@@ -355,5 +355,16 @@ def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
                 raise typer.Exit(EXIT_FAILED)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bragg(ctx: typer.Context):
+    """3D Bragg ptychography: ``ptyhpc bragg {simulate,reconstruct,plan} ...`` (``--help`` after the verb).
+
+    Runs MPI-parallel under ``mpiexec -n N ptyhpc bragg reconstruct STORE``.
+    """
+    from .bragg.cli import bragg_main  # noqa: PLC0415
+
+    raise typer.Exit(bragg_main(list(ctx.args)) or 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -373,3 +373,19 @@ def test_mpi_two_ranks_identical_to_one_and_cli_outputs(tmp_path):
     for name in ("strain_zz", "tilt_x", "tilt_y", "amplitude", "support", "illumination"):
         assert r1[name].shape == o1.shape
     assert (tmp_path / "fig" / "bragg_sections.png").stat().st_size > 0
+
+
+def test_ptyhpc_bragg_command_plans_the_seed_geometry():
+    """`ptyhpc bragg plan` through the main CLI, on the seed's geometry (θ_B = 43.9°, Δθ = 0.005°,
+    W = 4 µm, T = 500 nm): the step is too coarse and up-sampling is asked for, as in the seed."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ptyhpc.cli", "bragg", "plan", "--wavelength", str(LAM),
+                        "--bragg-deg", "43.9", "--width", "4e-6", "--thickness", "0.5e-6", "--step",
+                        str(np.deg2rad(0.005))], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["satisfied"] and out["upsampling"] == plan(LAM, np.deg2rad(43.9), 4e-6, 500e-9,
+                                                                np.deg2rad(0.005))["upsampling"]
