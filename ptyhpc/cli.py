@@ -109,13 +109,14 @@ def _ptycho(client, store: Path, params, figures: Path) -> dict:
     return out
 
 
-def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: bool) -> dict:
+def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: bool, **options) -> dict:
     from .tomo.stage import run_tomo  # noqa: PLC0415
 
     if _is_energy_stack(store):
         console.print("tomography skipped: the store is an energy stack")
         return {}
-    out = run_tomo(str(store), client=client, n_iter=n_iter, nonneg=nonneg, align=align, figures_dir=str(figures))
+    out = run_tomo(str(store), client=client, n_iter=n_iter, nonneg=nonneg, align=align, figures_dir=str(figures),
+                   **{k: v for k, v in options.items() if v is not None})
     console.print(f"tomography done; figures in {figures}")
     return out
 
@@ -211,11 +212,16 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
          n_iter: int = typer.Option(100, help="SIRT iterations"),
          nonneg: bool = typer.Option(True, help="non-negativity in SIRT"),
          align: bool = typer.Option(True, help="align projections (vertical, centre of rotation, projection matching)"),
+         channel: str = typer.Option("phase", help="phase | amplitude (-log |O|)"),
+         center_method: str = typer.Option("consistency", help="consistency | auto | mirror | sharpness | com"),
+         slab_size: Optional[int] = typer.Option(None, help="rows of the volume per dask task"),
          figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
     """Offset/ramp removal, alignment, FBP and SIRT of the per-angle phases, slab-parallel."""
     with _user_errors():
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
-        _with_cluster(cfg, store, lambda c: _tomo(c, store, _figures_dir(store, figures), n_iter, nonneg, align))
+        _with_cluster(cfg, store, lambda c: _tomo(c, store, _figures_dir(store, figures), n_iter, nonneg, align,
+                                                  channel=channel, center_method=center_method,
+                                                  slab_size=slab_size))
 
 
 @app.command()

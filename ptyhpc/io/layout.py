@@ -39,6 +39,8 @@ leaves a result that looks complete and a rerun skips finished items.
                                ``units``: ``"rad/m"`` (phase per unit length),
                                ``rotation_axis_x_m`` (scan-frame x of the tilt axis).
     ``results/tomo/shifts``    (n_items, 2) float64, (y, x) alignment shifts, object pixels.
+    ``results/tomo/projections``  (n_items, ny, nx) float32, the aligned projections the volumes were
+                               reconstructed from (slab tasks read their rows here).
     ``results/tomo`` attributes ``center_px``, ``rotation_axis_x_m``, ``complete`` (written last).
 """
 
@@ -59,6 +61,7 @@ TOMO = "results/tomo"
 TOMO_SIRT = "results/tomo/sirt"
 TOMO_FBP = "results/tomo/fbp"
 TOMO_SHIFTS = "results/tomo/shifts"
+TOMO_PROJECTIONS = "results/tomo/projections"
 
 #: Keys of the root ``geometry`` attribute (all SI).
 GEOMETRY_KEYS = (

@@ -15,11 +15,13 @@ import numpy as np
 import zarr
 
 from ..io.layout import (PTYCHO_ILLUMINATION, PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE, TOMO, TOMO_FBP,
-                         TOMO_SHIFTS, TOMO_SIRT)
-from .align import apply_shifts, consistency_residual, find_center, projection_matching, remove_offset_ramp, vertical_alignment
-from .parallel import reconstruct_slabs
+                         TOMO_PROJECTIONS, TOMO_SHIFTS, TOMO_SIRT)
+from .align import (CENTER_METHODS, apply_shifts, consistency_residual, find_center, projection_matching,
+                    remove_offset_ramp, vertical_alignment)
+from .parallel import DEFAULT_SLAB_SIZE, reconstruct_slabs
+from .preprocess import CHANNELS, amplitude_projections, phase_projections
 
-__all__ = ["run_tomo", "illuminated_box", "TomoInputError"]
+__all__ = ["run_tomo", "illuminated_box", "TomoInputError", "TOMO_PROJECTIONS"]
 
 _ANGSTROM = 1e-10
 
@@ -82,19 +84,8 @@ def _pixel_size(attrs) -> float:
 
 
 def _phase(obj: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Phase of each item after removing its global phase (circular mean), unwrapped where needed."""
-    from skimage.restoration import unwrap_phase  # noqa: PLC0415
-
-    unit = obj / np.maximum(np.abs(obj), np.finfo(np.float32).tiny)
-    # the ptycho phase has an arbitrary offset; centring it keeps weak objects away from ±π
-    obj = obj * np.exp(-1j * np.angle(unit.mean(axis=(1, 2))))[:, None, None]
-    phase = np.angle(obj).astype(np.float32)
-    unwrapped = []
-    for i in range(phase.shape[0]):
-        if np.abs(phase[i]).max() > 0.9 * np.pi:
-            phase[i] = unwrap_phase(phase[i].astype(np.float64))
-            unwrapped.append(i)
-    return phase, unwrapped
+    """Phase of each item (global phase removed), unwrapped where it may wrap."""
+    return phase_projections(obj, unwrap="auto")
 
 
 def _say(progress, msg: str) -> None:
@@ -109,7 +100,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
              filter_name: str = "ramp", rotation_axis_x_m: float | None = None,
              illumination_threshold: float = 0.1, background: str = "dark", border_px: int = 4,
              align_iter: int = 10, max_shift_px: float | None = None, slab_size: int | None = None,
-             projection_match: bool = True) -> dict:
+             projection_match: bool = True, channel: str = "phase", center_method: str = "consistency") -> dict:
     """Tomography stage: align the ptycho phase projections and reconstruct (FBP and SIRT).
 
     Parameters
@@ -160,7 +151,17 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         Limit of the alignment shifts (object pixels); default a quarter of
         the cropped field.
     slab_size : int, optional
-        Rows per task in :func:`reconstruct_slabs`.
+        Rows per task in :func:`reconstruct_slabs` (and the row chunk of the
+        projections and volumes in the store).
+    channel : {"phase", "amplitude"}
+        Projections from the phase (unwrapped where needed; volume in rad/m)
+        or the amplitude, ``−log |O|`` (absorption; volume in 1/m), see
+        :mod:`ptyhpc.tomo.preprocess`.
+    center_method : {"consistency", "auto", "mirror", "sharpness", "com"}
+        :func:`find_center` method when ``rotation_axis_x_m`` is not given.
+        "consistency" (default) was the most accurate on limited-range
+        (±60°) ptychographic series; "auto" picks mirror pairs or sharpness
+        when the series covers 180°.
 
     Returns
     -------
@@ -178,15 +179,19 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         result (named in the message), inconsistent shapes, non-square
         pixels, fewer than 3 items or nothing illuminated in common.
     ValueError
-        Unknown ``background`` or a ``border_px`` that does not fit the field.
+        Unknown ``background``, ``channel`` or ``center_method``, or a
+        ``border_px`` that does not fit the field.
 
     Notes
     -----
-    Writes ``results/tomo/sirt`` and ``results/tomo/fbp`` (ny, nz, nx) float32
-    in rad/m, attributes ``axes = ["y", "z", "x"]``, ``voxel_size_m``,
+    Writes ``results/tomo/projections`` (n_items, ny, nx) float32 (the
+    aligned projections; the reconstruction tasks read their own rows of it),
+    ``results/tomo/sirt`` and ``results/tomo/fbp`` (ny, nz, nx) float32
+    in rad/m (1/m for the amplitude channel), each task writing its own
+    slab, attributes ``axes = ["y", "z", "x"]``, ``voxel_size_m``,
     ``origin_m`` = (y0, z0, x0) of voxel [0, 0, 0] (y, x in the scan frame of
     the ptycho object, z from the rotation axis), ``rotation_axis_x_m``,
-    ``units = "rad/m"``; ``results/tomo/shifts`` (n_items, 2) float64 object
+    ``units``, ``channel``; ``results/tomo/shifts`` (n_items, 2) float64 object
     pixels (y, x), applied with ``scipy.ndimage.shift``; group attributes
     ``center_px``, ``rotation_axis_x_m``, ``crop``, and ``complete = True``
     last (removed first when the stage starts).
@@ -207,6 +212,10 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
 
     if background not in ("dark", "robust", "border"):
         raise ValueError(f"background must be 'dark', 'robust' or 'border', got {background!r}")
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
+    if center_method not in CENTER_METHODS:
+        raise ValueError(f"center_method must be one of {CENTER_METHODS}, got {center_method!r}")
     store_path = Path(store_path)
     root = zarr.open_group(store_path, mode="r+")
     tomo = root.require_group(TOMO)
@@ -249,9 +258,13 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     _say(progress, f"{n_items} items, field {r1 - r0}×{c1 - c0} px cropped from {H}×{W}, pixel {px / _ANGSTROM:.3f} Å")
     lap("read")
 
-    phase, unwrapped = _phase(obj)
-    if unwrapped:
-        _say(progress, f"phase unwrapped in items {unwrapped}")
+    if channel == "phase":
+        phase, unwrapped = _phase(obj)
+        if unwrapped:
+            _say(progress, f"phase unwrapped in items {unwrapped}")
+    else:
+        phase, unwrapped = amplitude_projections(obj), []
+    del obj
     if background == "border":
         mask = np.zeros(phase.shape[1:], dtype=bool)
         b = int(border_px)
@@ -271,7 +284,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         lap("vertical_alignment")
     work = apply_shifts(phase, shifts)
     if rotation_axis_x_m is None:
-        center = find_center(work, angles)
+        center = find_center(work, angles, method=center_method)
     else:
         center = (float(rotation_axis_x_m) - x0) / px
     lap("find_center")
@@ -294,15 +307,6 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
             _say(progress, f"projection matching rejected: residual {before:.4f} -> {after:.4f}")
         lap("projection_matching")
 
-    _say(progress, "FBP")
-    vol_fbp = reconstruct_slabs(work, angles, method="fbp", client=client, slab_size=slab_size,
-                                center=center, filter_name=filter_name) / np.float32(px)
-    lap("fbp")
-    _say(progress, f"SIRT, {n_iter} iterations")
-    vol_sirt = reconstruct_slabs(work, angles, method="sirt", client=client, slab_size=slab_size,
-                                 center=center, n_iter=n_iter, nonneg=nonneg) / np.float32(px)
-    lap("sirt")
-
     axis_x = x0 + center * px
     half = (n_cols - 1) / 2 * px
     origin_vol = [float(y0), float(-half), float(axis_x - half)]
@@ -311,16 +315,31 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         "voxel_size_m": px,
         "origin_m": origin_vol,
         "rotation_axis_x_m": float(axis_x),
-        "units": "rad/m",
+        "units": "rad/m" if channel == "phase" else "1/m",
+        "channel": channel,
     }
-    chunks = (min(n_rows, 32), n_cols, n_cols)
-    for name, vol, extra in (
-        (TOMO_SIRT, vol_sirt, {"method": "sirt", "n_iter": int(n_iter), "nonneg": bool(nonneg)}),
-        (TOMO_FBP, vol_fbp, {"method": "fbp", "filter_name": filter_name}),
+    # Row chunks = slabs: each task reads its own rows of the projections and writes its own
+    # chunk of the volume; the client holds neither volume.
+    slab = min(n_rows, DEFAULT_SLAB_SIZE if slab_size is None else int(slab_size))
+    proj_arr = root.create_array(TOMO_PROJECTIONS, shape=work.shape, dtype="float32",
+                                 chunks=(n_items, slab, n_cols), overwrite=True)
+    proj_arr[:] = work
+    proj_arr.attrs.update({"axes": ["item", "y", "x"], "units": "rad" if channel == "phase" else "1",
+                           "channel": channel, "pixel_size_m": px})
+    vols = {}
+    for name, method, kw, extra in (
+        (TOMO_FBP, "fbp", {"filter_name": filter_name}, {"method": "fbp", "filter_name": filter_name}),
+        (TOMO_SIRT, "sirt", {"n_iter": n_iter, "nonneg": nonneg},
+         {"method": "sirt", "n_iter": int(n_iter), "nonneg": bool(nonneg)}),
     ):
-        arr = root.create_array(name, shape=vol.shape, dtype="float32", chunks=chunks, overwrite=True)
-        arr[:] = vol
+        _say(progress, method.upper() + (f", {n_iter} iterations" if method == "sirt" else ""))
+        arr = root.create_array(name, shape=(n_rows, n_cols, n_cols), dtype="float32",
+                                chunks=(slab, n_cols, n_cols), overwrite=True)
+        reconstruct_slabs(proj_arr, angles, method=method, client=client, slab_size=slab, out=arr,
+                          scale=1.0 / px, center=center, **kw)
         arr.attrs.update({**common, **extra})
+        vols[method] = arr
+        lap(method)
     arr = root.create_array(TOMO_SHIFTS, shape=shifts.shape, dtype="float64", overwrite=True)
     arr[:] = shifts
     arr.attrs.update({"axes": ["item", "yx"], "units": "px", "pixel_size_m": px,
@@ -331,7 +350,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
 
     figures = []
     if figures_dir is not None:
-        figures = _figures(Path(figures_dir), vol_sirt, px, origin_vol, angles, phase, work)
+        figures = _figures(Path(figures_dir), vols["sirt"], px, origin_vol, angles, phase, work, channel)
         lap("figures")
     tomo.attrs["complete"] = True
     timings["total"] = time.perf_counter() - t_all
@@ -341,7 +360,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         "rotation_axis_x_m": float(axis_x),
         "shifts_px": shifts,
         "crop": (r0, r1, c0, c1),
-        "shape": vol_sirt.shape,
+        "shape": (n_rows, n_cols, n_cols),
         "voxel_size_m": px,
         "origin_m": tuple(origin_vol),
         "unwrapped_items": unwrapped,
@@ -350,8 +369,9 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     }
 
 
-def _figures(folder: Path, vol: np.ndarray, px: float, origin: list, angles: np.ndarray,
-             before: np.ndarray, after: np.ndarray) -> list[str]:
+def _figures(folder: Path, vol, px: float, origin: list, angles: np.ndarray,
+             before: np.ndarray, after: np.ndarray, channel: str = "phase") -> list[str]:
+    """Orthoslices, the y-sum and the sinograms; ``vol`` is the zarr array (read slice by slice)."""
     # Figure + Agg canvas directly: no pyplot global state, safe in worker threads.
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
@@ -364,6 +384,7 @@ def _figures(folder: Path, vol: np.ndarray, px: float, origin: list, angles: np.
     def ext(o0, n0, o1, n1):   # imshow extent (pixel edges), axis 1 horizontal, axis 0 vertical
         return (o1 - a / 2, o1 + (n1 - 0.5) * a, o0 - a / 2, o0 + (n0 - 0.5) * a)
 
+    unit = "rad" if channel == "phase" else "1"
     paths = []
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -376,16 +397,20 @@ def _figures(folder: Path, vol: np.ndarray, px: float, origin: list, angles: np.
     for ax, (img, extent, xl, yl, title) in zip(axs, panels):
         im = ax.imshow(img * _ANGSTROM, extent=extent, origin="lower", cmap="gray")
         ax.set(xlabel=xl, ylabel=yl, title=f"SIRT, {title}")
-        fig.colorbar(im, ax=ax, label="rad/Å", shrink=0.8)
+        fig.colorbar(im, ax=ax, label=f"{unit}/Å", shrink=0.8)
     paths.append(folder / "tomo_orthoslices.png")
     fig.savefig(paths[-1], dpi=120)
 
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    im = ax.imshow(vol.sum(axis=0) * px, extent=ext(z0, nz, x0, nx), origin="lower", cmap="magma")
+    ysum = np.zeros((nz, nx))
+    step = vol.chunks[0] if hasattr(vol, "chunks") else ny
+    for r in range(0, ny, step):                     # one chunk of rows at a time
+        ysum += np.asarray(vol[r:r + step], dtype=np.float64).sum(axis=0)
+    im = ax.imshow(ysum * px, extent=ext(z0, nz, x0, nx), origin="lower", cmap="magma")
     ax.set(xlabel="x (Å)", ylabel="z (Å)", title="SIRT summed along the tilt axis y")
-    fig.colorbar(im, ax=ax, label="rad/Å (∫ dy)")
+    fig.colorbar(im, ax=ax, label=f"{unit}/Å (∫ dy)")
     paths.append(folder / "tomo_projection_y.png")
     fig.savefig(paths[-1], dpi=120)
 
@@ -402,7 +427,7 @@ def _figures(folder: Path, vol: np.ndarray, px: float, origin: list, angles: np.
                        extent=(-a / 2, (n_cols - 0.5) * a, deg[0] - half_step, deg[-1] + half_step))
         ax.set(xlabel="detector x (Å, cropped field)", title=f"sinogram (Σ over y), {title}")
     axs[0].set_ylabel("tilt angle (°)")
-    fig.colorbar(im, ax=axs, label="rad·px")
+    fig.colorbar(im, ax=axs, label=f"{unit}·px")
     paths.append(folder / "tomo_sinogram.png")
     fig.savefig(paths[-1], dpi=120)
     return [str(p) for p in paths]
