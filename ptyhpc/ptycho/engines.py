@@ -33,6 +33,10 @@ __all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "probe_from_mean
 
 ENGINES = ("rpie", "epie", "lsqml", "er")
 
+#: Positions per chunk of array work inside a mini-batch of the PIE engines (cache blocking only;
+#: the update still uses the whole batch).
+_CHUNK = 8
+
 
 @dataclass
 class PtychoResult:
@@ -450,44 +454,65 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         correct_positions = position_correction_start is not None and it >= position_correction_start
         shifts = np.zeros((n, 2)) if correct_positions else None
         for start in range(0, n, batch_size):
-            idx = np.sort(order[start:start + batch_size])
-            flat = geom.flat_index(idx, xp)
-            ramps = ops.shift_ramps(geom.frac[idx], fft_shape, xp)
-            probes = ops.shifted_probes(backend.fft2(prb), ramps)
-            patches = ops.extract_patches(obj, flat)
-            if prb.ndim == 3:
-                # Mixed state: (b, m, ny, nx) waves, one modulus factor for the incoherent sum.
-                psi = probes * patches[:, None]
-                psi_k = prop.forward(psi)
-                mod = xp.sqrt(xp.sum(xp.abs(psi_k) ** 2, axis=1))
-            else:
+            batch = np.sort(order[start:start + batch_size])
+            if engine == "lsqml":
+                idx = batch
+                flat = geom.flat_index(idx, xp)
+                ramps = ops.shift_ramps(geom.frac[idx], fft_shape, xp)
+                probes = ops.shifted_probes(backend.fft2(prb), ramps)
+                patches = ops.extract_patches(obj, flat)
                 psi = probes * patches
                 psi_k = prop.forward(psi)
                 mod = xp.abs(psi_k)
-            a = amp[idx]
-            err += float(xp.sum((mod - a) ** 2 * measured))
-            if engine == "lsqml":
+                a = amp[idx]
+                err += float(xp.sum((mod - a) ** 2 * measured))
                 obj, prb = _lsqml_batch(obj, prb, probes, patches, psi, psi_k, mod, a, measured, flat, ramps,
                                         geom, prop, noise_model, floor, update_probe, xp)
                 if update_probe and probe_mask_k is not None:
                     prb = backend.ifft2(backend.fft2(prb) * probe_mask_k)
                 continue
-            factor = _modulus_factor(mod, a, measured, noise_model, floor)
-            dpsi = prop.adjoint(psi_k * (factor[:, None] if prb.ndim == 3 else factor)) - psi
+            # PIE family: the batch's updates are computed from one object and probe and applied
+            # together; the work is done in chunks of _CHUNK positions so the temporaries stay in
+            # cache (with 32 positions of 128² two workers on two cores slowed each other by 17 %).
+            probe_k = backend.fft2(prb)
+            num = xp.zeros(geom.object_shape, dtype=np.complex64)
+            den = xp.zeros(geom.object_shape, dtype=np.float32)
+            p_num = xp.zeros(prb.shape, dtype=np.complex64) if update_probe else None
+            p_den = xp.zeros(fft_shape, dtype=np.float32) if update_probe else None
+            for c0 in range(0, len(batch), _CHUNK):
+                idx = batch[c0:c0 + _CHUNK]
+                flat = geom.flat_index(idx, xp)
+                ramps = ops.shift_ramps(geom.frac[idx], fft_shape, xp)
+                probes = ops.shifted_probes(probe_k, ramps)
+                patches = ops.extract_patches(obj, flat)
+                if prb.ndim == 3:
+                    # Mixed state: (b, m, ny, nx) waves, one modulus factor for the incoherent sum.
+                    psi = probes * patches[:, None]
+                    psi_k = prop.forward(psi)
+                    mod = xp.sqrt(xp.sum(xp.abs(psi_k) ** 2, axis=1))
+                else:
+                    psi = probes * patches
+                    psi_k = prop.forward(psi)
+                    mod = xp.abs(psi_k)
+                a = amp[idx]
+                err += float(xp.sum((mod - a) ** 2 * measured))
+                factor = _modulus_factor(mod, a, measured, noise_model, floor)
+                dpsi = prop.adjoint(psi_k * (factor[:, None] if prb.ndim == 3 else factor)) - psi
 
-            if correct_positions:
-                shifts[idx] = _position_gradient(patches, probes, dpsi, xp)
-            obj_grad = xp.conj(probes) * dpsi
-            probe_int = xp.abs(probes) ** 2
-            if prb.ndim == 3:
-                obj_grad, probe_int = obj_grad.sum(axis=1), probe_int.sum(axis=1)
-            num = ops.patches_adjoint(obj_grad, flat, geom.object_shape)
-            den = ops.patches_adjoint(probe_int.astype(np.float32), flat, geom.object_shape)
+                if correct_positions:
+                    shifts[idx] = _position_gradient(patches, probes, dpsi, xp)
+                obj_grad = xp.conj(probes) * dpsi
+                probe_int = xp.abs(probes) ** 2
+                if prb.ndim == 3:
+                    obj_grad, probe_int = obj_grad.sum(axis=1), probe_int.sum(axis=1)
+                ops.patches_adjoint(obj_grad, flat, geom.object_shape, out=num)
+                ops.patches_adjoint(probe_int.astype(np.float32), flat, geom.object_shape, out=den)
+                if update_probe:
+                    conj_patches = xp.conj(patches)[:, None] if prb.ndim == 3 else xp.conj(patches)
+                    p_num += ops.unshift_sum(conj_patches * dpsi, ramps)
+                    p_den += xp.sum(xp.abs(patches) ** 2, axis=0)
             obj += beta_object * num / ((1 - alpha) * den + alpha * float(den.max()))
             if update_probe:
-                conj_patches = xp.conj(patches)[:, None] if prb.ndim == 3 else xp.conj(patches)
-                p_num = ops.unshift_sum(conj_patches * dpsi, ramps)
-                p_den = xp.sum(xp.abs(patches) ** 2, axis=0)
                 # The batch's object intensities are unshifted: the sub-pixel shift is
                 # ignored in the denominator, a preconditioner only.
                 prb += beta_probe * p_num / ((1 - alpha) * p_den + alpha * float(p_den.max()))
