@@ -51,6 +51,7 @@ from scipy.constants import c, e, h
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .hdf5_tilt import _number as _num  # same checks and messages as the electron reader
 from .validate import SUPPORTED_DTYPES, IngestError
 
 __all__ = ["XrayScanMetadata", "photon_wavelength", "read_xray_metadata", "is_xray_file",
@@ -130,25 +131,6 @@ def is_xray_file(path: str | PathLike) -> bool:
             return isinstance(inst, h5py.Group) and "photon_energy_eV" in inst.attrs
     except (OSError, ValueError):
         return False
-
-
-def _num(path, attrs, name, size=1, positive=False, required=True):
-    where = f"{path}: {INSTRUMENT}/{name}"
-    if name not in attrs:
-        if required:
-            raise IngestError(f"{where}: missing")
-        return None
-    try:
-        v = np.asarray(attrs[name], dtype=np.float64).ravel()
-    except (TypeError, ValueError) as err:
-        raise IngestError(f"{where}: not a number ({attrs[name]!r})") from err
-    if v.size != size:
-        raise IngestError(f"{where}: expected {size} value(s), got {v.size}")
-    if not np.all(np.isfinite(v)):
-        raise IngestError(f"{where}: not finite ({v.tolist()})")
-    if positive and not np.all(v > 0):
-        raise IngestError(f"{where}: must be > 0, got {v.tolist()}")
-    return float(v[0]) if size == 1 else tuple(float(x) for x in v)
 
 
 def read_xray_metadata(path: str | PathLike) -> XrayScanMetadata:
