@@ -31,7 +31,7 @@ from .propagators import FarField
 __all__ = ["PtychoResult", "reconstruct", "prepare_amplitudes", "probe_from_mean_pattern", "init_probe_modes",
            "orthogonalize_modes", "ENGINES"]
 
-ENGINES = ("rpie", "epie", "lsqml", "er")
+ENGINES = ("rpie", "epie", "mpie", "lsqml", "er")
 
 #: Positions per chunk of array work inside a mini-batch of the PIE engines (cache blocking only;
 #: the update still uses the whole batch).
@@ -305,7 +305,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
                 propagator=None, n_probe_modes=1, position_correction_start=None, position_step=1.0,
-                max_position_shift_px=0.5, object_init=None, seed=0, xp: ModuleType = np,
+                max_position_shift_px=0.5, object_init=None, momentum=(0.9, 0.5), seed=0,
+                xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
@@ -376,6 +377,10 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         iteration; the mean shift is removed (a global translation is the
         object–probe ambiguity). Refined positions are in ``info["positions_m"]``.
     position_step, max_position_shift_px : float
+    momentum : (float, float)
+        ``"mpie"`` only: momentum η for object and probe (Maiden, Johnson & Li,
+        Optica 4, 736 (2017), Algorithm 1, with the period T = one pass over
+        all positions): after each pass ν ← ην + (X − X_prev), X ← X + ην.
     object_init : ndarray, (H, W) complex, optional
         Starting object on the grid of ``origin_m``/``object_shape`` (default
         ones): chains engines (e.g. ``er`` then ``lsqml`` from its
@@ -431,7 +436,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             raise ValueError(f"object_init shape {tuple(object_init.shape)} differs from the object grid "
                              f"{geom.object_shape}")
         obj = xp.asarray(object_init, dtype=np.complex64).copy()
-    prb = xp.asarray(probe, dtype=np.complex64)
+    # A copy: the caller's probe must not change under it (asarray would alias a complex64 input).
+    prb = xp.array(probe, dtype=np.complex64, copy=True)
     if n_probe_modes > 1 or prb.ndim == 3:
         prb = init_probe_modes(prb, n_probe_modes)
     probe_mask_k = None if probe_fourier_mask is None else xp.asarray(probe_fourier_mask, dtype=np.float32)
@@ -447,7 +453,10 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         raise ValueError("position correction is implemented for the PIE family (rpie, epie), not 'er'")
     # The geometry is refined in place; keep the caller's copy of the positions intact.
     geom.corners, geom.frac = geom.corners.copy(), geom.frac.copy()
-    for it in range(n_iter if engine in ("rpie", "epie", "lsqml") else 0):  # per-batch engines
+    if engine == "mpie":
+        vel_o, vel_p = xp.zeros_like(obj), xp.zeros_like(prb)
+        prev_o, prev_p = obj.copy(), prb.copy()
+    for it in range(n_iter if engine in ("rpie", "epie", "mpie", "lsqml") else 0):  # per-batch engines
         order = rng.permutation(n)
         err = 0.0
         update_probe = it >= probe_update_start
@@ -518,6 +527,14 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                 prb += beta_probe * p_num / ((1 - alpha) * p_den + alpha * float(p_den.max()))
                 if probe_mask_k is not None:
                     prb = backend.ifft2(backend.fft2(prb) * probe_mask_k)
+        if engine == "mpie":
+            vel_o = momentum[0] * vel_o + (obj - prev_o)
+            obj = obj + momentum[0] * vel_o
+            prev_o = obj.copy()
+            if update_probe:
+                vel_p = momentum[1] * vel_p + (prb - prev_p)
+                prb = prb + momentum[1] * vel_p
+            prev_p = prb.copy()
         if prb.ndim == 3:
             prb = orthogonalize_modes(prb)
         if correct_positions:
