@@ -62,8 +62,8 @@ def _region(sim, frac=0.3):
 
 
 # Bounds (rad, after sub-pixel registration, offset and ramp removal): measured after 150 iterations
-# 0.002 (rPIE amplitude, beta 1), 0.027 (rPIE Poisson with the small default steps, which converge
-# slowly on noise-free data), from 0.147 rad for a flat start; bounds leave about 1.5-2x margin.
+# 0.0035 (rPIE amplitude, beta 1), 0.0058 (ePIE), 0.027 (rPIE Poisson with the small default steps,
+# which converge slowly on noise-free data), from 0.147 rad for a flat start.
 @pytest.mark.parametrize("engine,noise_model,kw,bound", [
     ("rpie", "poisson", {}, 0.04),
     ("rpie", "amplitude", {"beta_object": 1.0, "beta_probe": 1.0, "alpha": 0.1}, 0.005),
