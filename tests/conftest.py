@@ -22,6 +22,14 @@ DEFAULT_INSTRUMENT_ATTRS = {
 }
 
 
+def _write_instrument(f, attrs):
+    """``entry/instrument`` attributes; a value of None leaves that attribute out."""
+    inst = f.create_group("entry/instrument")
+    for key, value in attrs.items():
+        if value is not None:
+            inst.attrs[key] = value
+
+
 @pytest.fixture
 def make_tilt_files(tmp_path):
     """Factory writing small synthetic per-angle HDF5 files in the CNT dataset format.
@@ -67,10 +75,7 @@ def make_tilt_files(tmp_path):
                 ds = f.create_dataset("entry/data/counts", data=counts[k], chunks=(1, *counts.shape[2:]),
                                       compression="gzip")
                 ds.attrs["axes"] = "scan_y, scan_x, ky, kx"
-                inst = f.create_group("entry/instrument")
-                for key, value in attrs.items():
-                    if value is not None:
-                        inst.attrs[key] = value
+                _write_instrument(f, attrs)
             paths.append(path)
         return paths
 
@@ -181,10 +186,7 @@ def make_xray_files(tmp_path):
             path = folder / f"energy_{k:03d}.h5"
             with h5py.File(path, "w") as f:
                 f.create_dataset("entry/data/counts", data=counts.reshape(*scan, n_det, n_det))
-                inst = f.create_group("entry/instrument")
-                for key, value in attrs.items():
-                    if value is not None:
-                        inst.attrs[key] = value
+                _write_instrument(f, attrs)
             paths.append(path)
         return paths
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backend import xp_of
 from .projector import _inverse
-from .sirt import _finish, _setup
+from .sirt import _finish, _setup, _sirt_step
 
 __all__ = ["sart", "cgls", "angle_order"]
 
@@ -125,13 +125,7 @@ def sart(projections, angles, *, n_iter: int = 10, nonneg: bool = False, center:
     for _ in range(int(n_iter)):
         for a in order:
             Aa, AaT, R, C, ba = prepared[a]
-            r = ba - Aa @ x
-            r *= R
-            upd = AaT @ r
-            upd *= C
-            x += upd
-            if nonneg:
-                xp.maximum(x, 0.0, out=x)
+            _sirt_step(x, Aa, AaT, R, C, ba, nonneg, xp)
     return _finish(x, single, n_rows, n)
 
 

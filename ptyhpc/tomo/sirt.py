@@ -124,11 +124,16 @@ def sirt(projections, angles, *, n_iter: int = 100, nonneg: bool = False,
     if relaxation != 1.0:
         C = C * np.float32(relaxation)
     for _ in range(int(n_iter)):
-        residual = b - A @ x
-        residual *= R
-        update = AT @ residual
-        update *= C
-        x += update
-        if nonneg:
-            xp.maximum(x, 0.0, out=x)
+        _sirt_step(x, A, AT, R, C, b, nonneg, xp)
     return _finish(x, single, n_rows, n)
+
+
+def _sirt_step(x, A, AT, R, C, b, nonneg, xp):
+    """In place x += C · Aᵀ (R · (b − A x)), then clip at 0 if ``nonneg`` (SIRT; SART per angle block)."""
+    residual = b - A @ x
+    residual *= R
+    update = AT @ residual
+    update *= C
+    x += update
+    if nonneg:
+        xp.maximum(x, 0.0, out=x)
