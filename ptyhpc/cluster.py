@@ -59,7 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["connect", "run_with_client", "ClusterConfig", "SlurmOptions", "MpiOptions", "load_site_config",
-           "resolve_config", "WORKER_ENV", "SITE_CONFIG_ENV", "KINDS"]
+           "resolve_config", "WORKER_ENV", "BATCH_DASK_CONFIG", "SITE_CONFIG_ENV", "KINDS"]
 
 #: Environment for worker processes we start. dask sets MALLOC_TRIM_THRESHOLD_=64 KiB, which
 #: turns off glibc's adaptive mmap threshold: every multi-MB batch array is then mmap'ed and
@@ -67,6 +67,23 @@ __all__ = ["connect", "run_with_client", "ClusterConfig", "SlurmOptions", "MpiOp
 #: thresholds keep freed batch buffers in the heap for reuse.
 WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 * 2**20), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+#: dask settings for batch work made of second-to-hour tasks. dask's defaults suit interactive
+#: sub-second tasks: the worker samples the running task's stack every 10 ms (statistical
+#: profiler), every process checks its event loop every 20 ms and the worker polls its memory
+#: every 100 ms. Each wake-up takes the GIL and, with one worker per core, a core away from the
+#: engine: two workers on two cores had ~650 involuntary context switches per 3 s task and ran
+#: 19 % slower than alone; with these settings ~70 and 2-3 % (benchmarks/scaling.py).
+BATCH_DASK_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
+                     "distributed.worker.memory.monitor-interval": "1s",
+                     "distributed.admin.system-monitor.interval": "2s"}
+
+
+def _dask_env(config: dict) -> dict:
+    """``DASK_*`` environment variables for dask settings (for workers started outside this process)."""
+    return {"DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split(".")): str(value)
+            for key, value in config.items()}
+
 
 #: Environment variable naming the site configuration file.
 SITE_CONFIG_ENV = "PTYHPC_SITE_CONFIG"
@@ -292,15 +309,19 @@ def connect(scheduler: str | None = None, n_workers: int | None = None, *, dashb
     if cfg.kind == "mpi":
         raise ValueError("cluster kind 'mpi' runs the driver inside MPI rank 1: use run_with_client(config, fn) "
                          "under mpiexec/srun (the ptyhpc commands do)")
-    cluster = _local_cluster(cfg) if cfg.kind == "local" else _slurm_cluster(cfg)
-    try:
-        client = Client(cluster)
+    import dask  # noqa: PLC0415
+
+    # The scheduler runs in this process and LocalCluster's nannies pass this config to their workers.
+    with dask.config.set(BATCH_DASK_CONFIG):
+        cluster = _local_cluster(cfg) if cfg.kind == "local" else _slurm_cluster(cfg)
         try:
-            yield client
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
         finally:
-            client.close()
-    finally:
-        cluster.close()
+            cluster.close()
 
 
 def _local_cluster(cfg: ClusterConfig):
@@ -344,7 +365,8 @@ def slurm_cluster_kwargs(cfg: ClusterConfig) -> dict:
     if cfg.gpu:
         directives.append(f"--gres=gpu:{cfg.gpus}")
         worker_args += ["--resources", f"GPU={cfg.gpus}"]
-    prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()] + list(s.job_script_prologue)
+    env = {**WORKER_ENV, **_dask_env(BATCH_DASK_CONFIG)}
+    prologue = [f"export {k}={v}" for k, v in env.items()] + list(s.job_script_prologue)
     kw = {"queue": s.queue, "account": s.account, "cores": cores, "processes": processes, "memory": s.memory,
           "walltime": s.walltime, "job_extra_directives": directives, "job_script_prologue": prologue,
           "worker_extra_args": worker_args, "python": s.python or sys.executable, "log_directory": s.log_directory,
@@ -414,6 +436,9 @@ def run_with_client(config: ClusterConfig | dict | None, fn, *args, **kwargs):
         raise ImportError("cluster kind 'mpi' needs dask-mpi and mpi4py with an MPI library "
                           "(pip install 'ptyhpc[cluster]')") from exc
     _tune_malloc()
+    import dask  # noqa: PLC0415
+
+    dask.config.set(BATCH_DASK_CONFIG)  # every rank: scheduler, workers and driver live in them
     # dask-mpi's shutdown closes comms under the workers' feet: distributed logs each closed stream
     # with a traceback at INFO. Keep warnings and errors only.
     import logging  # noqa: PLC0415

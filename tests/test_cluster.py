@@ -68,6 +68,9 @@ def test_slurm_gpu_jobs_ask_for_gres_and_offer_gpu_resource():
     # One worker per job; its 4 threads may overlap I/O, the resource keeps it to one task at a time.
     assert "--resources GPU=1" in script and "--nthreads 4" in script
     assert "export MALLOC_TRIM_THRESHOLD_=268435456" in script and "module load cuda" in script
+    # The batch settings reach workers started by SLURM through dask's environment variables.
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
+    assert "export DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL=1s" in script
     # CPU jobs: one single-threaded worker per core.
     cpu = slurm_cluster_kwargs(ClusterConfig(kind="slurm", slurm={"cores": 4}))
     assert cpu["processes"] == 4 and cpu["cores"] == 4 and not any("gres" in d for d in cpu["job_extra_directives"])
@@ -77,6 +80,19 @@ def test_local_gpu_workers_offer_the_resource():
     with connect(config={"kind": "local", "gpus": 1}) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         assert [w["resources"] for w in workers] == [{"GPU": 1}]
+
+
+def test_local_workers_run_with_batch_settings():
+    """The workers connect() starts do not profile tasks and check their event loop once a second."""
+    import dask
+
+    def settings():
+        return (dask.config.get("distributed.worker.profile.enabled"),
+                dask.config.get("distributed.admin.tick.interval"))
+
+    with connect(n_workers=1) as client:
+        assert list(client.run(settings).values()) == [(False, "1s")]
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process is left as it was
 
 
 def _local_cluster(**kw):
