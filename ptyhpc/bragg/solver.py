@@ -24,10 +24,13 @@ j mod K; K = J, one position per batch, by default, which is the seed's
 ePIE and converges fastest). Within a batch, eqs. (5)–(10) are applied with
 numerators and denominators summed over the batch's positions; λ_ρ uses the
 max of the batch's summed illumination (= |P_j|²_max for one position).
-A batch's positions are split over the MPI ranks and its sums completed with
-``Allreduce`` (float64 accumulators, restricted to the bounding box of the
-batch's windows), so the sequence of updates — and the result, to rounding
-— is the same on any number of ranks. Eq. (11) uses the ratio averaged over
+A batch's positions are split over the MPI ranks; its object sums (float64,
+restricted to the bounding box of the batch's windows) are completed with
+``Reduce_scatter`` so that each rank receives the rows of the box it updates,
+and the updated rows are gathered back (``Allgatherv``): the object update is
+split over the ranks as well as the positions. The probe sums are completed
+with ``Allreduce``. The sequence of updates — and the result, to rounding — is
+the same on any number of ranks. Eq. (11) uses the ratio averaged over
 all positions once per iteration.
 """
 
@@ -226,6 +229,76 @@ class _Allreduce:
             pos += n
         return out
 
+    def _rows(self, n_rows):
+        """First and last+1 row of each rank's share of a box's rows (``np.array_split`` sizes)."""
+        size = 1 if self.comm is None else self.comm.Get_size()
+        sizes = [n_rows // size + (r < n_rows % size) for r in range(size)]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+
+    def reduce_scatter_rows(self, num, den, xp):
+        """Sum complex128 ``num`` and float64 ``den`` (same shape) over ranks; keep this rank's rows.
+
+        Returns ``(num_rows, den_rows, (r0, r1))``: the summed rows ``r0:r1`` of the first axis
+        (all rows without a communicator). ``Reduce_scatter`` moves the same bytes as the reduce
+        half of an ``Allreduce`` and leaves each rank with only the rows it updates.
+        """
+        n_rows = num.shape[0]
+        if self.comm is None or self.comm.Get_size() == 1:
+            return num, den, (0, n_rows)
+        from mpi4py import MPI  # noqa: PLC0415
+
+        edges = self._rows(n_rows)
+        rank = self.comm.Get_rank()
+        a, b = int(edges[rank]), int(edges[rank + 1])
+        shape = (b - a, *num.shape[1:])
+        out = []
+        # rows of a C-ordered array are contiguous: the send buffers are the arrays themselves
+        for arr, width in ((num, 2), (den, 1)):
+            h = np.ascontiguousarray(backend.to_host(arr))
+            plane = width * int(np.prod(arr.shape[1:]))
+            recv = np.empty((b - a) * plane, dtype=np.float64)
+            self.comm.Reduce_scatter(h.view(np.float64).ravel(), recv,
+                                     recvcounts=[plane * int(e1 - e0) for e0, e1 in zip(edges[:-1], edges[1:])],
+                                     op=MPI.SUM)
+            out.append(xp.asarray(recv.view(h.dtype).reshape(shape)))
+        return out[0], out[1], (a, b)
+
+    def allgather_rows(self, rows, n_rows, xp):
+        """The whole complex64 box from every rank's rows (the inverse of the row split)."""
+        if self.comm is None or self.comm.Get_size() == 1:
+            return rows
+        from mpi4py import MPI  # noqa: PLC0415
+
+        plane = int(np.prod(rows.shape[1:]))
+        edges = self._rows(n_rows)
+        counts = [2 * plane * int(b - a) for a, b in zip(edges[:-1], edges[1:])]
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+        recv = np.empty(sum(counts), dtype=np.float32)
+        send = np.ascontiguousarray(backend.to_host(rows), dtype=np.complex64).view(np.float32).ravel()
+        self.comm.Allgatherv(send, [recv, counts, displs, MPI.FLOAT])
+        return xp.asarray(recv.view(np.complex64).reshape((n_rows, *rows.shape[1:])))
+
+    def max(self, value: float) -> float:
+        """Maximum of a scalar over ranks."""
+        if self.comm is None or self.comm.Get_size() == 1:
+            return value
+        from mpi4py import MPI  # noqa: PLC0415
+
+        return self.comm.allreduce(value, op=MPI.MAX)
+
+
+def _add_windows(box, corners, values) -> None:
+    """``box[c : c + window] += values[j]`` for each window j (corners (b, 3) int, relative to the box).
+
+    The adjoint of window extraction for windows that are blocks of the grid. A strided block
+    add per window costs O(window); a scatter-add (bincount) over the box costs O(box) whatever
+    the number of windows, which each MPI rank would pay in full for its one or two positions.
+    The loop runs over the few positions of one rank's share of a mini-batch.
+    """
+    n1, n2, n3 = values.shape[1:]
+    for (c1, c2, c3), v in zip(np.asarray(corners, dtype=int), values):
+        box[c1:c1 + n1, c2:c2 + n2, c3:c3 + n3] += v
+
 
 def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, probe_spacing_m,
                 params: BraggParams | None = None, support=None, comm=None, xp: ModuleType = np,
@@ -314,8 +387,9 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         full = np.zeros((len(b), *g.shape), dtype=np.float32)
         full[..., off:off + up * n_meas:up] = np.maximum(np.asarray(get(b), dtype=np.float32), 0)
         si = xp.asarray(np.sqrt(np.fft.ifftshift(full, axes=(-3, -2, -1))))
-        return (op.prepare(scan.offsets[b]), scan.flat_index(b, g.shape, xp),
-                scan.flat_index(b, g.shape, xp, box=boxes[k]), si)
+        # windows are blocks of the object grid: their corners relative to the box place them
+        box_corners = np.asarray(scan.corners[b]) - np.array([sl.start for sl in boxes[k]])
+        return op.prepare(scan.offsets[b]), scan.flat_index(b, g.shape, xp), box_corners, si
 
     # cached: ~50 bytes per window voxel and position; at the seed's size (4·10⁶ voxels per window)
     # set cache_batches=False to rebuild them each time (cheap next to the FFTs)
@@ -360,7 +434,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         c = xp.zeros(tuple(sl.stop - sl.start for sl in bx), dtype=np.float64)
         item = batch(k)
         if item is not None:
-            backend.scatter_add(c, item[2], xp.ones(item[2].shape, dtype=np.float64))
+            _add_windows(c, item[2], xp.ones((len(item[2]), *g.shape), dtype=np.float64))
         cover_b.append(xp.asarray(allreduce(backend.to_host(c) if comm is not None else c)))
         cover[bx] += cover_b[-1]
     cover_b = [c.astype(np.float32) for c in cover_b]
@@ -392,19 +466,20 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
             err += float(xp.sum(omega * (si - sq) ** 2))
             corr = (amp + omega * (si - amp)) / xp.maximum(sq, 1e-12)      # eq. (13)
             dpsi = bragg_ifftn(big * corr.astype(np.float32), shear) - psi
-            backend.scatter_add(num_o, bi, (xp.conj(pr) * dpsi).astype(np.complex128))
-            backend.scatter_add(den_o, bi, (xp.abs(pr) ** 2).astype(np.float64))
+            _add_windows(num_o, bi, xp.conj(pr) * dpsi)
+            _add_windows(den_o, bi, xp.abs(pr) ** 2)
             if want_probe:
                 op.adjoint((xp.conj(ob) * dpsi).astype(np.complex128), tab, out=num_p)
                 op.adjoint((xp.abs(ob) ** 2).astype(np.float64), tab, out=den_p)
             if want_bg:
                 b_num += xp.sum(omega * si / xp.maximum(sq, 1e-12), axis=0)
         timing["positions"] += time.perf_counter() - t_in
-        packed = [num_o, den_o, num_p, den_p, np.array([err], dtype=np.float64)] + ([b_num] if want_bg else [])
+        packed = [num_p, den_p, np.array([err], dtype=np.float64)] + ([b_num] if want_bg else [])
         t0 = time.perf_counter()
         out = allreduce.many(packed, xp)
+        obj_sums = allreduce.reduce_scatter_rows(num_o, den_o, xp)
         timing["allreduce"] += time.perf_counter() - t0
-        return out
+        return obj_sums, out
 
     for it in range(p.n_iter):
         thick = [t for start, t in p.thickness_schedule if start <= it][-1]
@@ -417,23 +492,33 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         want_probe = p.update_probe and it >= p.probe_start
         want_bg = bg is not None and p.gamma > 0
         err_it, ratio = 0.0, 0.0
-        illum = xp.zeros(scan.object_shape, dtype=np.float64)
+        last = it == p.n_iter - 1
+        if last:
+            illum = xp.zeros(scan.object_shape, dtype=np.float64)
         for k in range(n_batches):
-            num_o, den_o, num_p, den_p, err, *rest = sweep(k, obj, probe, bg, want_probe, want_bg)
+            (num_o, den_o, (r0, r1)), (num_p, den_p, err, *rest) = sweep(k, obj, probe, bg, want_probe, want_bg)
             err_it += float(backend.to_host(err)[0])
             bx = boxes[k]
-            illum[bx] += den_o
+            # the object update is split by rows of the batch's box: each rank updates its rows
+            # (the sums arrive already split, Reduce_scatter) and the rows are gathered back
+            rows = (slice(bx[0].start + r0, bx[0].start + r1), bx[1], bx[2])
+            if last:
+                illum[rows] += den_o
             # object, eqs. (5), (7), (9) summed over the batch's positions; |P|²_max of eq. (9) is the
             # max of the batch's summed illumination (= |P_j|²_max for a batch of one position)
-            # (the sums are complete now: finish in single precision, this part does not parallelise)
             num_o, den_o = num_o.astype(np.complex64), den_o.astype(np.float32)
             pmax = float(xp.max(xp.abs(probe)) ** 2)
-            cov = cover_b[k]
-            ob = obj[bx]
-            out_s = outside[bx] * cov * np.float32(p.mu * pmax)
-            lam = (1 - p.beta) * den_o + np.float32(p.beta) * xp.max(den_o) + out_s
+            cov = cover_b[k][r0:r1]
+            ob = obj[rows]
+            out_s = outside[rows] * cov * np.float32(p.mu * pmax)
+            t0 = time.perf_counter()
+            den_max = allreduce.max(float(xp.max(den_o)) if den_o.size else 0.0)
+            timing["allreduce"] += time.perf_counter() - t0
+            lam = (1 - p.beta) * den_o + np.float32(p.beta * den_max) + out_s
             step = (num_o - out_s * ob) / xp.maximum(lam, np.float32(1e-30))
-            obj[bx] = ob + step * (cov > 0)
+            t0 = time.perf_counter()
+            obj[bx] = allreduce.allgather_rows(ob + step * (cov > 0), bx[0].stop - bx[0].start, xp)
+            timing["allreduce"] += time.perf_counter() - t0
             # probe, eqs. (6), (8), (10) in the k_i-invariant subspace, then the Fourier-space mask
             if want_probe:
                 lam_p = (1 - p.alpha) * den_p + p.alpha * xp.max(den_p)
@@ -454,6 +539,8 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         if callback is not None:
             callback(it, obj, probe)
 
+    if illum is not None:   # each rank summed the rows it updated
+        illum = xp.asarray(allreduce(backend.to_host(illum) if comm is not None else illum))
     if p.n_ml > 0:
         obj, ml_err = _ml_refine(obj, probe, bg, p.n_ml, [batch(k) for k in range(n_batches)], omega, op, shear, scan,
                                  xp, allreduce, norm, supp, cover, p.mu)
