@@ -96,10 +96,28 @@ def main(argv=None) -> None:
         seed_vox = 200 * 160 * 42 * 3
         seed_iter = 1000 + 2 * 500                                     # ML: two gradient passes per iteration
         hours = per_pos_vox * 400 * seed_vox * seed_iter / 3600
+        # GPU: a model, not a measurement (no GPU in this project's CI). One position·iteration
+        # streams the window through memory about GPU_PASSES times (3 per FFT of the forward and
+        # back transforms, ~15 element-wise passes: probe interpolation, products, modulus
+        # constraint, window adds), 16 bytes (complex64 read + write) per voxel and pass.
+        seconds_gpu = GPU_PASSES * 16 * seed_vox / H100_BYTES_PER_S
+        gpu_hours_4 = seconds_gpu * 400 * seed_iter / 3600 / 4
         print(json.dumps({"projection": {"seed_positions": 400, "seed_window": [200, 160, 126],
                                          "iterations": seed_iter, "cpu_hours_one_rank": hours,
-                                         "note": "linear in voxels (FFT log factor ignored); one CPU rank"}}))
+                                         "cpu_ranks_for_24h": hours / 24 / rows[-1]["strong_scaling_efficiency"]
+                                         if rows[-1]["strong_scaling_efficiency"] else None,
+                                         "gpu_model_seconds_per_position_iteration": seconds_gpu,
+                                         "gpu_model_hours_4_h100": gpu_hours_4, "seed_hours_4_gpus_matlab": 24,
+                                         "note": "CPU: measured cost per position·voxel, linear in voxels (FFT "
+                                                 "log factor ignored); ranks for 24 h at the measured 2-rank "
+                                                 "efficiency. GPU: memory-bandwidth model (see GPU_PASSES), "
+                                                 "not measured"}}))
 
+
+#: Memory passes over the window per position and iteration (2 FFTs x 3 + 15 element-wise), and
+#: the H100 SXM's HBM3 bandwidth (3.35 TB/s) at the 70 % that large FFTs and element-wise kernels reach.
+GPU_PASSES = 21
+H100_BYTES_PER_S = 0.7 * 3.35e12
 
 if __name__ == "__main__":
     main()
