@@ -122,27 +122,44 @@ def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: 
 
 
 @app.command()
-def ingest(files: List[Path] = typer.Argument(..., help="per-item HDF5 files (tilt angles or X-ray energies)"),
+def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF5 (tilt angles or X-ray energies), "
+                                                        "CXI, NeXus NXptycho or any HDF5 with --spec"),
            output: Path = typer.Option(..., "-o", "--output", help="zarr store to create"),
            overwrite: bool = typer.Option(False, help="replace an existing store (only once the new one is complete)"),
-           kind: str = typer.Option("auto", help="auto | tilt_series | energy_stack (auto: energy_stack when the "
-                                                 "files give photon_energy_eV)")):
-    """Validate raw per-item HDF5 files and write them into a zarr v3 store."""
+           fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic (auto: from "
+                                                            "the first file's content; generic when --spec is given)"),
+           spec: Optional[Path] = typer.Option(None, "--spec", help="YAML of dataset paths for --format generic "
+                                                                    "(see README, Readers)"),
+           dark: Optional[str] = typer.Option(None, "--dark", help="FILE[:path] of dark frames; their mean is "
+                                                                  "subtracted (clipped at 0)"),
+           flat: Optional[str] = typer.Option(None, "--flat", help="FILE[:path] of flat-field frames (per-pixel gain)"),
+           mask: Optional[str] = typer.Option(None, "--mask", help="FILE[:path] of a bad-pixel mask (non-zero = bad, "
+                                                                  "see --mask-bad)"),
+           mask_bad: Optional[str] = typer.Option(None, "--mask-bad", help="nonzero | zero: mask values that flag "
+                                                                          "bad pixels (default nonzero)"),
+           radiation: Optional[str] = typer.Option(None, "--radiation", help="xray | electron, for NeXus files "
+                                                                            "without NXsource/probe"),
+           probe_semiangle: Optional[float] = typer.Option(None, "--probe-semiangle", help="probe convergence "
+                                                           "semi-angle, rad (for the model initial probe)"),
+           defocus: Optional[float] = typer.Option(None, "--defocus", help="probe defocus, m (sample downstream "
+                                                                          "of the focus)"),
+           kind: str = typer.Option("auto", help="hdf5-tilt files: auto | tilt_series | energy_stack (auto: "
+                                                 "energy_stack when the files give photon_energy_eV)")):
+    """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
     with _user_errors():
         t0 = time.perf_counter()
-        path = _ingest(files, output, overwrite, kind)
-        console.print(f"wrote {path} ({len(files)} items) in {time.perf_counter() - t0:.1f} s")
+        path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
+                       mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
+                       defocus_m=defocus)
+        from .io import n_items, open_store  # noqa: PLC0415
+
+        console.print(f"wrote {path} ({n_items(open_store(path))} items) in {time.perf_counter() - t0:.1f} s")
 
 
-def _ingest(files, output, overwrite, kind="auto", progress=True):
-    from .io import ingest as ingest_tilt  # noqa: PLC0415
-    from .io.energy import ingest_energy_stack, is_xray_file  # noqa: PLC0415
+def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):
+    from .io.readers import ingest_files  # noqa: PLC0415
 
-    if kind not in ("auto", "tilt_series", "energy_stack"):
-        raise ValueError(f"--kind must be auto, tilt_series or energy_stack, got {kind!r}")
-    if kind == "energy_stack" or (kind == "auto" and files and is_xray_file(files[0])):
-        return ingest_energy_stack(files, output, overwrite=overwrite, progress=progress)
-    return ingest_tilt(files, output, overwrite=overwrite, progress=progress)
+    return ingest_files(files, output, fmt=fmt, kind=kind, overwrite=overwrite, progress=progress, **options)
 
 
 @app.command()

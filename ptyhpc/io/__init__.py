@@ -1,27 +1,37 @@
 """Raw-file readers, ingest into the zarr store, and store access.
 
+Readers: the project's per-item HDF5 files (:mod:`.hdf5_tilt`, :mod:`.energy`), CXI
+(:mod:`.cxi`), NeXus NXptycho (:mod:`.nexus`), any HDF5 with a spec of dataset paths
+(:mod:`.generic`); :func:`ingest_files` detects the format and writes the store
+(:mod:`.scan` for single scans, :mod:`.detector` for dark/flat/mask).
+
 Names of the store's arrays and attributes are in :mod:`ptyhpc.io.layout`.
 """
 
 from .hdf5_tilt import ScanMetadata, read_counts, read_scan_metadata, scan_positions
 from .ingest import frames_chunking, geometry_from_metadata, ingest
-from .store import StoreError, n_items, open_store, read_geometry, read_item, require_result_array
+from .readers import FORMATS, detect_format, ingest_files
+from .store import StoreError, n_items, open_store, read_geometry, read_item, read_mask, require_result_array
 from .validate import IngestError, check_counts, check_series, validate_files
 
 __all__ = [
+    "FORMATS",
     "IngestError",
     "ScanMetadata",
     "StoreError",
     "check_counts",
     "check_series",
+    "detect_format",
     "frames_chunking",
     "geometry_from_metadata",
     "ingest",
+    "ingest_files",
     "n_items",
     "open_store",
     "read_counts",
     "read_geometry",
     "read_item",
+    "read_mask",
     "read_scan_metadata",
     "require_result_array",
     "scan_positions",

@@ -18,7 +18,7 @@ import numpy as np
 
 from .validate import IngestError
 
-__all__ = ["CXIScan", "read_cxi"]
+__all__ = ["CXIScan", "read_cxi", "is_cxi", "read_cxi_scan"]
 
 _DET = "entry_1/instrument_1/detector_1"
 
@@ -91,8 +91,79 @@ def read_cxi(path: str | PathLike) -> CXIScan:
         pixel = tuple(float(np.linalg.norm(b)) for b in basis)
         distance = float(_need(f, f"{_DET}/distance", path)[()])
         wavelength = float(_need(f, "entry_1/instrument_1/source_1/wavelength", path)[()])
+    for name, value in (("distance", distance), ("wavelength", wavelength)):
+        field = f"{_DET}/distance" if name == "distance" else "entry_1/instrument_1/source_1/wavelength"
+        if not (np.isfinite(value) and value > 0):
+            raise IngestError(f"{path}: {field}: must be a finite number > 0 (m), got {value}")
+    if not all(np.isfinite(p) and p > 0 for p in pixel):
+        raise IngestError(f"{path}: {_DET}/basis_vectors: pixel sizes {pixel} must be finite and > 0")
+    if not np.all(np.isfinite(trans)):
+        raise IngestError(f"{path}: entry_1/sample_1/geometry_1/translation: non-finite value(s)")
     if mask.shape != frames.shape[1:]:
         raise IngestError(f"{path}: {_DET}/mask: shape {mask.shape} differs from the frames' {frames.shape[1:]}")
     unit = basis / np.array(pixel)[:, None]
     positions = -trans @ unit.T
     return CXIScan(frames, mask == 0, positions, pixel, distance, wavelength)
+
+
+def is_cxi(path: str | PathLike) -> bool:
+    """True when ``path`` is an HDF5 file with a root ``cxi_version`` (CXI, Maia 2012)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "cxi_version" in f
+    except (OSError, ValueError):
+        return False
+
+
+def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = None,
+                  defocus_m: float | None = None):
+    """A CXI scan as a :class:`ptyhpc.io.scan.Scan` for :func:`ptyhpc.io.scan.ingest_scans`.
+
+    Positions, pixel, distance and wavelength are exactly those of
+    :func:`read_cxi` (CXI is SI by definition); the photon energy is hc/λ.
+    The CXI ``mask`` (non-zero = bad) becomes the scan's measured mask.
+
+    Parameters
+    ----------
+    path : path-like
+    probe_semiangle_rad, defocus_m : float, optional
+        Probe model for the ptycho stage (a CXI file has none), rad and m.
+
+    Returns
+    -------
+    Scan
+        ``radiation="xray"``, ``source_format="cxi"``.
+
+    Raises
+    ------
+    IngestError
+        As :func:`read_cxi`; ``source_1/energy`` disagreeing with the wavelength by more than 0.1 %.
+    """
+    from .energy import photon_wavelength  # noqa: PLC0415
+    from .scan import Scan  # noqa: PLC0415
+
+    path = Path(path)
+    cxi = read_cxi(path)
+    energy_eV = photon_wavelength(1.0) / cxi.wavelength_m  # hc/λ in eV (λ(1 eV) = hc/e)
+    with h5py.File(path, "r") as f:
+        src = f.get("entry_1/instrument_1/source_1/energy")
+        if isinstance(src, h5py.Dataset):
+            given = float(src[()]) / 1.602176634e-19  # CXI energies are in J
+            if not (np.isfinite(given) and abs(given - energy_eV) <= 1e-3 * energy_eV):
+                raise IngestError(f"{path}: entry_1/instrument_1/source_1/energy: {given:.6g} eV disagrees with "
+                                  f"the wavelength's hc/λ = {energy_eV:.6g} eV")
+    frames = cxi.frames
+    return Scan(
+        path=path, source_format="cxi", load_frames=lambda: frames, n_positions=int(frames.shape[0]),
+        detector_shape=tuple(int(v) for v in frames.shape[1:]), dtype=np.dtype(frames.dtype),
+        positions_m=cxi.positions_m, radiation="xray", energy_eV=float(energy_eV), wavelength_m=cxi.wavelength_m,
+        distance_m=cxi.distance_m, pixel_size_m=tuple(cxi.pixel_size_m),
+        measured=None if cxi.measured.all() else cxi.measured,
+        probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m,
+        fields={"frames": f"{_DET}/data", "positions": "entry_1/sample_1/geometry_1/translation",
+                "wavelength": "entry_1/instrument_1/source_1/wavelength", "energy": "hc/wavelength",
+                "distance": f"{_DET}/distance", "pixel_size": f"{_DET}/basis_vectors",
+                **({"mask": f"{_DET}/mask"} if not cxi.measured.all() else {}),
+                **({"probe_semiangle": "given"} if probe_semiangle_rad is not None else {}),
+                **({"defocus": "given"} if defocus_m is not None else {})},
+    )

@@ -36,7 +36,6 @@ records it per item (see :mod:`ptyhpc.pipeline.ptycho_stage`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -247,7 +246,7 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
     from rich.progress import Progress  # noqa: PLC0415
 
     from .hdf5_tilt import read_counts  # noqa: PLC0415  (same counts layout and checks)
-    from .ingest import _remove, frames_chunking  # noqa: PLC0415
+    from .ingest import _remove, commit_store, frames_chunking, partial_path  # noqa: PLC0415
 
     files = [Path(f) for f in files]
     store_path = Path(store_path)
@@ -266,8 +265,7 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
     }
     assert tuple(geometry) == GEOMETRY_KEYS
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store_path.with_name(f"{store_path.name}.partial-{os.getpid()}")
-    _remove(tmp)
+    tmp = partial_path(store_path)
     try:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update({
@@ -303,14 +301,7 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
                 frames[k] = counts
                 bar.advance(task)
         root.attrs["ingest_complete"] = True
-        if overwrite and store_path.exists():
-            old = store_path.with_name(f"{store_path.name}.old-{os.getpid()}")
-            _remove(old)
-            store_path.rename(old)
-            tmp.rename(store_path)
-            _remove(old)
-        else:
-            tmp.rename(store_path)
+        commit_store(tmp, store_path, overwrite)
     except BaseException:
         _remove(tmp)
         raise

@@ -18,7 +18,7 @@ from .hdf5_tilt import ScanMetadata, read_counts, scan_positions
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .validate import IngestError, validate_files
 
-__all__ = ["ingest", "geometry_from_metadata", "frames_chunking"]
+__all__ = ["ingest", "geometry_from_metadata", "frames_chunking", "partial_path", "commit_store"]
 
 #: Upper bound on positions per inner chunk of ``frames``.
 MAX_POSITIONS_PER_CHUNK = 64
@@ -130,8 +130,7 @@ def ingest(
     chunks, shards = frames_chunking(n_pos, ref.detector_shape)
 
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store_path.with_name(f"{store_path.name}.partial-{os.getpid()}")
-    _remove(tmp)  # left by an earlier crashed run of a process with the same pid
+    tmp = partial_path(store_path)
     try:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update(
@@ -184,23 +183,41 @@ def ingest(
                 bar.advance(task)
 
         root.attrs["ingest_complete"] = True
-        if overwrite:
-            # Move the old store aside rather than deleting it first, so the
-            # window without any store at store_path is a pair of renames.
-            old = store_path.with_name(f"{store_path.name}.old-{os.getpid()}")
-            _remove(old)
-            if store_path.exists() or store_path.is_symlink():
-                store_path.rename(old)
-            try:
-                tmp.rename(store_path)
-            except BaseException:
-                if old.exists():
-                    old.rename(store_path)
-                raise
-            _remove(old)
-        else:
-            tmp.rename(store_path)
+        commit_store(tmp, store_path, overwrite)
     except BaseException:
         _remove(tmp)
         raise
     return store_path
+
+
+def partial_path(store_path: Path) -> Path:
+    """The sibling folder a store is built in before :func:`commit_store` renames it into place.
+
+    Any leftover of an earlier crashed run of a process with the same pid is removed.
+    """
+    tmp = store_path.with_name(f"{store_path.name}.partial-{os.getpid()}")
+    _remove(tmp)
+    return tmp
+
+
+def commit_store(tmp: Path, store_path: Path, overwrite: bool) -> None:
+    """Rename the complete store ``tmp`` to ``store_path`` (the last step of every ingest).
+
+    With ``overwrite`` the old store is moved aside rather than deleted first,
+    so the window without any store at ``store_path`` is a pair of renames and
+    a failed rename puts the old store back.
+    """
+    if overwrite:
+        old = store_path.with_name(f"{store_path.name}.old-{os.getpid()}")
+        _remove(old)
+        if store_path.exists() or store_path.is_symlink():
+            store_path.rename(old)
+        try:
+            tmp.rename(store_path)
+        except BaseException:
+            if old.exists():
+                old.rename(store_path)
+            raise
+        _remove(old)
+    else:
+        tmp.rename(store_path)

@@ -8,11 +8,30 @@ Store layout
 ------------
 Root group attributes
     ``ptyhpc_schema``      int, :data:`SCHEMA_VERSION`
-    ``kind``               ``"tilt_series"`` (``"energy_stack"``, ``"rocking_curve"``, ``"single"`` later)
+    ``kind``               ``"tilt_series"`` | ``"energy_stack"`` (``"rocking_curve"`` later). A single
+                           scan read from CXI, NeXus NXptycho or generic HDF5 is a one-item store of
+                           these kinds: ``energy_stack`` for X-rays, ``tilt_series`` for electrons
+                           (see :mod:`ptyhpc.io.scan`); there is no separate single-scan kind.
     ``radiation``          ``"electron"`` | ``"xray"``
     ``geometry``           dict, see :data:`GEOMETRY_KEYS`
     ``source_files``       list of str, one per item, in item order
     ``ingest_complete``    bool, written last by ingest (a store without it is not usable)
+
+Written by the scan readers (:func:`ptyhpc.io.scan.ingest_scans`; CXI, NXptycho, generic HDF5):
+
+    ``source_format``      ``"cxi"`` | ``"nexus"`` | ``"generic"``
+    ``source_fields``      list (per item) of dict: the raw field each quantity was read from
+    ``detector_distance_m``, ``detector_pixel_size_m`` (y, x)   m
+    ``preprocessing``      dict, what ingest did to the counts: ``dark`` (``source`` file:path,
+                           ``n_frames``, ``mean_counts``, ``operation``), ``flat`` (``source``,
+                           ``n_frames``, ``n_bad_pixels``, ``operation``), ``mask`` (``source``,
+                           ``bad_values``), ``mask_from_file`` (field); ``{}`` when nothing was done.
+                           Counts are I' = max(I - mean dark, 0) * gain, rounded to the nearest count
+                           for integer raw dtypes (the dtype is kept; error <= 0.5 count).
+    ``geometry``           as below; ``convergence_semiangle_rad`` and ``defocus_m`` are None when
+                           neither the file nor the user gave them (CXI and NXptycho files do not
+                           carry a probe model), ``scan_step_m`` is the median nearest-neighbour
+                           distance of the positions.
 
 Arrays
     ``frames``      (n_items, n_positions, det_y, det_x), raw dtype (uint16/uint32/float32),
@@ -21,6 +40,10 @@ Arrays
     ``positions``   (n_items, n_positions, 2) float64, m, (y, x) probe centres in the scan frame
                     (the frame of the raw files' ``scan_origin``), attribute ``axes = ["y", "x"]``.
     ``tilt_angle``  (n_items,) float64, rad, rotation about the y axis.
+    ``detector_mask``  (det_y, det_x) bool, True = measured pixel; False = bad, hot, dead or gap
+                    pixel, stored as 0 in ``frames`` and to be left free by the engines
+                    (``reconstruct(mask=...)``). Written by the scan readers; absent in stores from
+                    older ingests (read it with :func:`ptyhpc.io.store.read_mask`, None then).
 
 Results (``results/<stage>/...``), each with a per-item ``status`` uint8 array
 (0 = pending, 1 = done) written *after* the item's data, so a crash never
@@ -49,6 +72,7 @@ SCHEMA_VERSION = 1
 FRAMES = "frames"
 POSITIONS = "positions"
 TILT_ANGLE = "tilt_angle"
+DETECTOR_MASK = "detector_mask"
 
 RESULTS = "results"
 PTYCHO = "results/ptycho"
@@ -67,8 +91,8 @@ TOMO_PROJECTIONS = "results/tomo/projections"
 GEOMETRY_KEYS = (
     "beam_energy_eV",             # float, eV
     "wavelength_m",               # float, m (relativistic for electrons)
-    "convergence_semiangle_rad",  # float, rad
-    "defocus_m",                  # float, m; C10 = -defocus (abTEM convention)
+    "convergence_semiangle_rad",  # float, rad (None: not known, see the scan readers above)
+    "defocus_m",                  # float, m; C10 = -defocus (abTEM convention) (None: not known)
     "Cs_m",                       # float, m (C30), 0 when not given
     "reciprocal_sampling_inv_m",  # [dky, dkx], 1/m per detector pixel
     "scan_step_m",                # float, m (nominal)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .layout import DETECTOR_MASK, FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 
-__all__ = ["StoreError", "open_store", "read_geometry", "n_items", "read_item", "require_result_array"]
+__all__ = ["StoreError", "open_store", "read_geometry", "n_items", "read_item", "read_mask",
+           "require_result_array"]
 
 
 class StoreError(ValueError):
@@ -131,6 +132,22 @@ def read_item(group: zarr.Group, i: int) -> tuple[np.ndarray, np.ndarray]:
     frames = np.asarray(group[FRAMES][i], dtype=np.float32)
     positions = np.asarray(group[POSITIONS][i], dtype=np.float64)
     return frames, positions
+
+
+def read_mask(group: zarr.Group) -> np.ndarray | None:
+    """The store's detector mask, for ``reconstruct(mask=...)``.
+
+    Returns
+    -------
+    ndarray of bool, (det_y, det_x), or None
+        True where a pixel is measured; None when the store has no
+        ``detector_mask`` (stores written before it existed) or every pixel is measured.
+    """
+    arr = group.get(DETECTOR_MASK)
+    if not isinstance(arr, zarr.Array):
+        return None
+    mask = np.asarray(arr[...], dtype=bool)
+    return None if mask.all() else mask
 
 
 def _json_normal(value):

@@ -1,0 +1,179 @@
+"""One entry point for every raw format: detect it, read it, ingest it into a store.
+
+Formats (``--format`` of ``ptyhpc ingest``):
+
+``hdf5-tilt``
+    The project's per-item files (:mod:`ptyhpc.io.hdf5_tilt` electron tilt
+    series, :mod:`ptyhpc.io.energy` X-ray energy stacks).
+``cxi``
+    CXI files (:func:`ptyhpc.io.cxi.read_cxi_scan`).
+``nexus``
+    NeXus NXptycho files (:mod:`ptyhpc.io.nexus`); every NXptycho entry is an item.
+``generic``
+    Any HDF5 file with a user spec of dataset paths (:mod:`ptyhpc.io.generic`).
+
+``auto`` looks at the first file's content: a root ``cxi_version`` → cxi, an
+``NXentry`` with ``definition`` NXptycho → nexus, ``entry/data/counts`` with
+``entry/instrument`` → hdf5-tilt; a spec given → generic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import h5py
+
+from .validate import IngestError
+
+__all__ = ["FORMATS", "detect_format", "ingest_files"]
+
+FORMATS = ("auto", "hdf5-tilt", "cxi", "nexus", "generic")
+
+
+def detect_format(path: str | PathLike) -> str:
+    """The format of one raw file from its content.
+
+    Returns
+    -------
+    str
+        ``"cxi"``, ``"nexus"`` or ``"hdf5-tilt"``.
+
+    Raises
+    ------
+    IngestError
+        File missing, not HDF5, or of none of these layouts (then the
+        message suggests ``--format generic --spec``).
+    """
+    from .nexus import is_nxptycho  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: file not found")
+    if not h5py.is_hdf5(path):
+        raise IngestError(f"{path}: not an HDF5 file")
+    with h5py.File(path, "r") as f:
+        if "cxi_version" in f:
+            return "cxi"
+        counts, inst = f.get("entry/data/counts"), f.get("entry/instrument")
+        tilt = isinstance(counts, h5py.Dataset) and isinstance(inst, h5py.Group)
+    if is_nxptycho(path):
+        return "nexus"
+    if tilt:
+        return "hdf5-tilt"
+    raise IngestError(f"{path}: format not recognised (no cxi_version, no NXentry with definition NXptycho, "
+                      "no entry/data/counts); for other layouts name the datasets: --format generic --spec FILE.yaml")
+
+
+def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *, fmt: str = "auto",
+                 spec=None, dark: str | None = None, flat: str | None = None, mask: str | None = None,
+                 mask_bad: str | None = None, radiation: str | None = None,
+                 probe_semiangle_rad: float | None = None, defocus_m: float | None = None,
+                 kind: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
+    """Validate raw files of any supported format and write them into a new store.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+        ``hdf5-tilt``: one file per item. ``cxi``/``generic``: one scan per
+        file, each an item. ``nexus``: every NXptycho entry of every file is an item.
+    store_path : path-like
+        Store folder to create.
+    fmt : {"auto", "hdf5-tilt", "cxi", "nexus", "generic"}
+    spec : GenericSpec, dict or path of a YAML file, optional
+        Dataset paths for ``generic`` (required there, refused elsewhere).
+    dark, flat, mask : str, optional
+        ``"FILE[:path]"`` of dark frames, flat-field frames, a bad-pixel mask
+        (``":path"`` or a bare path: inside the first raw file). Override the spec's.
+    mask_bad : {"nonzero", "zero"}, optional
+        Values of ``mask`` that flag bad pixels (default nonzero).
+    radiation : {"xray", "electron"}, optional
+        For NeXus files without ``NXsource/probe``.
+    probe_semiangle_rad, defocus_m : float, optional
+        Probe model recorded in the store's geometry (overrides the spec's).
+    kind : {"auto", "tilt_series", "energy_stack"}
+        ``hdf5-tilt`` only (as :func:`ptyhpc.io.ingest` / :func:`~ptyhpc.io.energy.ingest_energy_stack`).
+    overwrite, progress : bool
+
+    Returns
+    -------
+    Path
+        ``store_path``.
+
+    Raises
+    ------
+    IngestError
+        Unknown format; no files; a spec with a non-generic format or a
+        generic format without one; corrections or probe options given for
+        ``hdf5-tilt`` files (not supported there); anything a reader or
+        :func:`ptyhpc.io.scan.ingest_scans` rejects.
+    """
+    from .scan import Corrections, ingest_scans  # noqa: PLC0415
+    from .detector import DatasetRef  # noqa: PLC0415
+
+    files = [Path(f) for f in files]
+    if fmt not in FORMATS:
+        raise IngestError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not files:
+        raise IngestError("no input files given")
+    if fmt == "auto":
+        fmt = "generic" if spec is not None else detect_format(files[0])
+    if spec is not None and fmt != "generic":
+        raise IngestError(f"--spec is for --format generic, not {fmt}")
+    if fmt == "hdf5-tilt":
+        extra = {"--dark": dark, "--flat": flat, "--mask": mask, "--radiation": radiation,
+                 "--probe-semiangle": probe_semiangle_rad, "--defocus": defocus_m}
+        given = [k for k, v in extra.items() if v is not None]
+        if given:
+            raise IngestError(f"{', '.join(given)}: not supported for hdf5-tilt files (their metadata carry the "
+                              "probe; their counts are stored as recorded)")
+        from .energy import ingest_energy_stack, is_xray_file  # noqa: PLC0415
+        from .ingest import ingest  # noqa: PLC0415
+
+        if kind not in ("auto", "tilt_series", "energy_stack"):
+            raise IngestError(f"--kind must be auto, tilt_series or energy_stack, got {kind!r}")
+        if kind == "energy_stack" or (kind == "auto" and is_xray_file(files[0])):
+            return ingest_energy_stack(files, store_path, overwrite=overwrite, progress=progress)
+        return ingest(files, store_path, overwrite=overwrite, progress=progress)
+    if kind != "auto":
+        raise IngestError(f"--kind is for hdf5-tilt files; {fmt} scans get their kind from the radiation "
+                          "(X-ray: energy_stack, electron: tilt_series)")
+
+    scans, spec_corr = [], {}
+    if fmt == "cxi":
+        from .cxi import read_cxi_scan  # noqa: PLC0415
+
+        scans = [read_cxi_scan(f, probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m) for f in files]
+    elif fmt == "nexus":
+        from .nexus import read_nexus_scans  # noqa: PLC0415
+
+        for f in files:
+            scans += read_nexus_scans(f, radiation=radiation, probe_semiangle_rad=probe_semiangle_rad,
+                                      defocus_m=defocus_m)
+    else:
+        from .generic import load_spec, read_generic_scan  # noqa: PLC0415
+
+        if spec is None:
+            raise IngestError("--format generic needs --spec FILE.yaml (the dataset paths)")
+        if radiation is not None:
+            raise IngestError("--radiation: give 'radiation' in the generic spec")
+        spec = spec if not isinstance(spec, (str, PathLike)) else load_spec(spec)
+        for f in files:
+            scan, spec_corr = read_generic_scan(f, spec)
+            if probe_semiangle_rad is not None:
+                scan.probe_semiangle_rad = probe_semiangle_rad
+            if defocus_m is not None:
+                scan.defocus_m = defocus_m
+            scans.append(scan)
+    if not scans:
+        raise IngestError("no scans found in the input files")
+
+    def ref(text, spec_text):
+        text = text if text is not None else spec_text
+        return None if text is None else DatasetRef.parse(text, default_file=files[0])
+
+    corrections = Corrections(dark=ref(dark, spec_corr.get("dark")), flat=ref(flat, spec_corr.get("flat")),
+                              mask=ref(mask, None),
+                              mask_bad=mask_bad or spec_corr.get("mask_bad") or "nonzero")
+    return ingest_scans(scans, store_path, corrections=corrections, overwrite=overwrite, progress=progress)

@@ -1,0 +1,386 @@
+"""One ptychographic scan from any reader (CXI, NeXus NXptycho, generic HDF5) into a store.
+
+The readers (:mod:`ptyhpc.io.cxi`, :mod:`ptyhpc.io.nexus`, :mod:`ptyhpc.io.generic`)
+check a file's metadata and return :class:`Scan` objects; :func:`ingest_scans`
+writes one or more of them (the items) into a store of an existing kind:
+
+- X-ray scans → kind ``energy_stack`` (per-item photon energy, wavelength and
+  reciprocal sampling; items sorted by energy); a single scan is a one-item stack.
+- electron scans → kind ``tilt_series`` (items sorted by tilt angle, 0 when the
+  file gives none); a single scan is a one-item series.
+
+so the ptychography stage reads them as it reads every other store. Detector
+corrections (dark, flat, mask; :mod:`ptyhpc.io.detector`) are applied on the
+way and recorded in the root attribute ``preprocessing``. The store is built
+in a sibling folder and renamed into place only when complete, as every
+ingest does (:func:`ptyhpc.io.ingest.commit_store`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from . import detector as det
+from .layout import DETECTOR_MASK, FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .validate import SUPPORTED_DTYPES, IngestError, check_counts
+
+__all__ = ["Scan", "Corrections", "ingest_scans", "estimate_scan_step"]
+
+
+@dataclass
+class Scan:
+    """One scan (one store item) as read and checked by a reader; SI units.
+
+    Attributes
+    ----------
+    path : Path
+        Raw file.
+    source_format : str
+        ``"cxi"``, ``"nexus"`` or ``"generic"``.
+    load_frames : callable
+        ``() -> ndarray (n, det_y, det_x)`` raw dtype, centred patterns, in the
+        order of ``positions_m`` (called once, while writing).
+    n_positions : int
+    detector_shape : (int, int)
+    dtype : numpy.dtype
+        Raw counts dtype (one of :data:`~ptyhpc.io.validate.SUPPORTED_DTYPES`).
+    positions_m : ndarray, (n, 2) float64
+        Probe positions (y, x) on the sample, m.
+    radiation : {"xray", "electron"}
+    energy_eV : float
+        Photon or electron (kinetic) energy, eV.
+    wavelength_m : float
+        m (hc/E for photons, relativistic for electrons).
+    distance_m : float
+        Sample-to-detector distance, m.
+    pixel_size_m : (float, float)
+        Detector pixel (y, x), m.
+    measured : ndarray of bool, (det_y, det_x), or None
+        The file's own bad-pixel mask (True = measured); None when it has none.
+    tilt_angle_rad : float
+        Rotation of the sample about y, rad (0 when not given).
+    probe_semiangle_rad, defocus_m : float or None
+        Probe model for the ptycho stage's initial probe, when known.
+    polarisation : str
+        Label of an X-ray item (``"unknown"`` when the file gives none).
+    fields : dict
+        Where each quantity came from (field name or ``"given"``), kept in the store attrs.
+    entry : str
+        Entry inside the file (``""`` when the file has one scan).
+    """
+
+    path: Path
+    source_format: str
+    load_frames: Callable[[], np.ndarray]
+    n_positions: int
+    detector_shape: tuple
+    dtype: np.dtype
+    positions_m: np.ndarray
+    radiation: str
+    energy_eV: float
+    wavelength_m: float
+    distance_m: float
+    pixel_size_m: tuple
+    measured: np.ndarray | None = None
+    tilt_angle_rad: float = 0.0
+    probe_semiangle_rad: float | None = None
+    defocus_m: float | None = None
+    polarisation: str = "unknown"
+    fields: dict = field(default_factory=dict)
+    entry: str = ""
+
+    @property
+    def name(self) -> str:
+        """``file`` or ``file:entry``, for messages."""
+        return f"{self.path}:{self.entry}" if self.entry else str(self.path)
+
+    @property
+    def reciprocal_sampling_inv_m(self) -> tuple:
+        """(dky, dkx) = pixel / (λ z), 1/m per detector pixel (far field)."""
+        lz = self.wavelength_m * self.distance_m
+        return (self.pixel_size_m[0] / lz, self.pixel_size_m[1] / lz)
+
+
+@dataclass
+class Corrections:
+    """Detector corrections requested at ingest (all optional).
+
+    Attributes
+    ----------
+    dark : DatasetRef, optional
+        Frames recorded without beam; their mean is subtracted.
+    flat : DatasetRef, optional
+        Flat-field frames; the gain G = mean(F − D̄)/(F − D̄) multiplies the frames.
+    mask : DatasetRef, optional
+        A bad-pixel mask, combined (AND) with the file's own.
+    mask_bad : {"nonzero", "zero"}
+        Which values of ``mask`` flag bad pixels.
+    """
+
+    dark: det.DatasetRef | None = None
+    flat: det.DatasetRef | None = None
+    mask: det.DatasetRef | None = None
+    mask_bad: str = "nonzero"
+
+
+def check_scan(scan: Scan) -> None:
+    """Check a reader's :class:`Scan` (shapes, finiteness, positivity).
+
+    Raises
+    ------
+    IngestError
+        Message ``<file>: <field>: ...`` using ``scan.fields`` for the field names.
+    """
+    f = scan.fields
+    name = scan.name
+    if scan.dtype not in SUPPORTED_DTYPES:
+        raise IngestError(f"{name}: {f.get('frames', 'frames')}: unsupported dtype {scan.dtype} "
+                          f"(supported: {', '.join(str(d) for d in SUPPORTED_DTYPES)})")
+    if scan.n_positions < 1 or 0 in scan.detector_shape:
+        raise IngestError(f"{name}: {f.get('frames', 'frames')}: empty ({scan.n_positions} frames of "
+                          f"{scan.detector_shape})")
+    pos = np.asarray(scan.positions_m)
+    if pos.shape != (scan.n_positions, 2):
+        raise IngestError(f"{name}: {f.get('positions', 'positions')}: {pos.shape[0] if pos.ndim else 0} "
+                          f"positions for {scan.n_positions} frames (expected shape ({scan.n_positions}, 2), "
+                          f"got {pos.shape})")
+    if not np.all(np.isfinite(pos)):
+        raise IngestError(f"{name}: {f.get('positions', 'positions')}: non-finite position(s)")
+    for key, value in (("energy", scan.energy_eV), ("wavelength", scan.wavelength_m),
+                       ("distance", scan.distance_m), ("pixel_size", scan.pixel_size_m)):
+        v = np.atleast_1d(np.asarray(value, dtype=float))
+        if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+            raise IngestError(f"{name}: {f.get(key, key)}: must be a finite number > 0, got {v.tolist()}")
+    for key, value in (("probe_semiangle", scan.probe_semiangle_rad), ("defocus", scan.defocus_m),
+                       ("tilt_angle", scan.tilt_angle_rad)):
+        if value is not None and not math.isfinite(value):
+            raise IngestError(f"{name}: {f.get(key, key)}: not finite ({value})")
+    if scan.probe_semiangle_rad is not None and scan.probe_semiangle_rad <= 0:
+        raise IngestError(f"{name}: {f.get('probe_semiangle', 'probe_semiangle')}: must be > 0")
+    if scan.radiation not in ("xray", "electron"):
+        raise IngestError(f"{name}: {f.get('radiation', 'radiation')}: {scan.radiation!r}, expected xray or electron")
+    if scan.measured is not None and tuple(scan.measured.shape) != tuple(scan.detector_shape):
+        raise IngestError(f"{name}: {f.get('mask', 'mask')}: shape {scan.measured.shape} differs from the "
+                          f"detector's {scan.detector_shape}")
+
+
+def estimate_scan_step(positions: np.ndarray) -> float:
+    """Nominal scan step: the median distance of each position to its nearest neighbour, m (0 for one position)."""
+    from scipy.spatial import cKDTree  # noqa: PLC0415
+
+    if len(positions) < 2:
+        return 0.0
+    d, _ = cKDTree(positions).query(positions, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def _check_together(scans: Sequence[Scan]) -> str:
+    ref = scans[0]
+    for s in scans[1:]:
+        for attr in ("detector_shape", "n_positions", "dtype", "radiation"):
+            if getattr(s, attr) != getattr(ref, attr):
+                raise IngestError(f"{s.name}: {attr} {getattr(s, attr)} differs from {getattr(ref, attr)} in "
+                                  f"{ref.name}; one store holds scans of one shape and kind")
+        for attr in ("distance_m", "pixel_size_m"):
+            if not np.allclose(getattr(s, attr), getattr(ref, attr), rtol=1e-9, atol=0):
+                raise IngestError(f"{s.name}: {s.fields.get(attr[:-2], attr)}: {getattr(s, attr)} differs from "
+                                  f"{getattr(ref, attr)} in {ref.name}")
+    if ref.radiation == "xray":
+        seen = {}
+        for s in scans:
+            key = (round(s.energy_eV, 6), s.polarisation)
+            if key in seen:
+                raise IngestError(f"{s.name}: {s.fields.get('energy', 'energy')}: {s.energy_eV} eV "
+                                  f"(polarisation {s.polarisation!r}) also in {seen[key]}")
+            seen[key] = s.name
+        return "energy_stack"
+    for s in scans[1:]:
+        if not np.allclose(s.energy_eV, ref.energy_eV, rtol=1e-9, atol=0):
+            raise IngestError(f"{s.name}: {s.fields.get('energy', 'energy')}: {s.energy_eV} eV differs from "
+                              f"{ref.energy_eV} eV in {ref.name} (a tilt series has one beam energy)")
+    angles = sorted((s.tilt_angle_rad, s.name) for s in scans)
+    for (a, na), (b, nb) in zip(angles[:-1], angles[1:]):
+        if abs(b - a) <= 1e-9:
+            raise IngestError(f"{nb}: tilt angle {math.degrees(b):.9g} deg also in {na}; give each scan "
+                              "its angle (one store item per angle)")
+    return "tilt_series"
+
+
+def _prepare_corrections(corr: Corrections | None, det_shape, measured) -> tuple:
+    info = {}
+    dark = gain = None
+    if corr is None:
+        return dark, gain, measured, info
+    if corr.mask is not None:
+        user, where = det.read_mask(corr.mask, det_shape, corr.mask_bad)
+        measured = user if measured is None else (measured & user)
+        info["mask"] = {"source": where, "bad_values": corr.mask_bad}
+    if corr.dark is not None:
+        dark, info["dark"] = det.mean_dark(corr.dark, det_shape)
+        info["dark"]["operation"] = "frames - mean(dark), clipped at 0"
+    if corr.flat is not None:
+        gain, measured, info["flat"] = det.gain_from_flat(corr.flat, det_shape, dark, measured)
+        info["flat"]["operation"] = "multiplied by gain = mean(flat - dark) / (flat - dark) over measured pixels"
+    return dark, gain, measured, info
+
+
+def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, corrections: Corrections | None = None,
+                 overwrite: bool = False, progress: bool = True) -> Path:
+    """Write checked scans (one per item) into a new store.
+
+    Parameters
+    ----------
+    scans : sequence of Scan
+        From the readers; at least one. All of one radiation, detector shape,
+        dtype and number of positions (the store's arrays are rectangular), with
+        the same detector distance and pixel.
+    store_path : path-like
+        Store folder to create.
+    corrections : Corrections, optional
+        Dark, flat and mask applied to every item (one detector).
+    overwrite : bool
+        Replace an existing store once the new one is complete.
+    progress : bool
+        Progress bar over items.
+
+    Returns
+    -------
+    Path
+        ``store_path``.
+
+    Raises
+    ------
+    IngestError
+        Store exists (without ``overwrite``); no scans; a scan failing
+        :func:`check_scan`; scans that cannot share a store (shapes, geometry,
+        duplicate energies or angles); bad dark/flat/mask; NaN/inf or
+        negative counts on measured pixels (found while copying: the partial
+        store is removed). Nothing is left at ``store_path`` on error.
+
+    Notes
+    -----
+    Besides the arrays of every store (``frames``, ``positions``,
+    ``tilt_angle``; :mod:`ptyhpc.io.layout`), writes ``detector_mask`` and
+    the root attributes ``source_format``, ``detector_distance_m``,
+    ``detector_pixel_size_m``, ``preprocessing``; an ``energy_stack`` also
+    gets its per-item arrays and ``polarisation`` labels
+    (:mod:`ptyhpc.io.energy`). ``geometry`` holds item 0's values;
+    ``convergence_semiangle_rad`` and ``defocus_m`` are None unless given,
+    ``scan_step_m`` is :func:`estimate_scan_step`, ``scan_origin_m`` the
+    first position.
+    """
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from .energy import ENERGY_STACK, PHOTON_ENERGY, RECIPROCAL_SAMPLING, WAVELENGTH  # noqa: PLC0415
+    from .ingest import _remove, commit_store, frames_chunking, partial_path  # noqa: PLC0415
+
+    store_path = Path(store_path)
+    if (store_path.exists() or store_path.is_symlink()) and not overwrite:
+        raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
+    scans = list(scans)
+    if not scans:
+        raise IngestError("no scans given")
+    for s in scans:
+        check_scan(s)
+    kind = _check_together(scans)
+    if kind == ENERGY_STACK:
+        scans.sort(key=lambda s: (s.energy_eV, s.polarisation))
+    else:
+        scans.sort(key=lambda s: s.tilt_angle_rad)
+    ref = scans[0]
+    measured = None
+    for s in scans:
+        if s.measured is not None:
+            measured = s.measured.copy() if measured is None else (measured & s.measured)
+    dark, gain, measured, prep = _prepare_corrections(corrections, ref.detector_shape, measured)
+    if measured is not None and not measured.any():
+        raise IngestError(f"{ref.name}: detector mask: no measured pixel left")
+    mask_field = ref.fields.get("mask")
+    if mask_field:
+        prep.setdefault("mask_from_file", mask_field)
+
+    n, n_pos, det_shape = len(scans), ref.n_positions, tuple(ref.detector_shape)
+    positions = np.stack([np.asarray(s.positions_m, dtype=np.float64) for s in scans])
+    geometry = {
+        "beam_energy_eV": float(ref.energy_eV),
+        "wavelength_m": float(ref.wavelength_m),
+        "convergence_semiangle_rad": None if ref.probe_semiangle_rad is None else float(ref.probe_semiangle_rad),
+        "defocus_m": None if ref.defocus_m is None else float(ref.defocus_m),
+        "Cs_m": 0.0,
+        "reciprocal_sampling_inv_m": [float(v) for v in ref.reciprocal_sampling_inv_m],
+        "scan_step_m": estimate_scan_step(positions[0]),
+        "scan_origin_m": [float(v) for v in positions[0, 0]],
+        "dose_e_per_m2": None,
+    }
+    assert tuple(geometry) == GEOMETRY_KEYS
+    chunks, shards = frames_chunking(n_pos, det_shape)
+
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(store_path)
+    try:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        attrs = {
+            "ptyhpc_schema": SCHEMA_VERSION, "kind": kind, "radiation": ref.radiation, "geometry": geometry,
+            "source_files": [str(s.path.resolve()) + (f":{s.entry}" if s.entry else "") for s in scans],
+            "source_format": ref.source_format,
+            "source_fields": [s.fields for s in scans],
+            "detector_distance_m": float(ref.distance_m),
+            "detector_pixel_size_m": [float(v) for v in ref.pixel_size_m],
+            "preprocessing": prep,
+        }
+        if kind == ENERGY_STACK:
+            attrs["polarisation"] = [s.polarisation for s in scans]
+        root.attrs.update(attrs)
+        frames = root.create_array(
+            FRAMES, shape=(n, n_pos, *det_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
+            compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle), fill_value=0,
+            dimension_names=("item", "position", "det_y", "det_x"))
+        root.create_array(POSITIONS, data=positions, chunks=(n, n_pos, 2), attributes={"axes": ["y", "x"], "units": "m"},
+                          dimension_names=("item", "position", "axis"))
+        root.create_array(TILT_ANGLE, data=np.array([s.tilt_angle_rad for s in scans], dtype=np.float64),
+                          chunks=(n,), attributes={"units": "rad", "axis": "y"}, dimension_names=("item",))
+        root.create_array(DETECTOR_MASK, data=np.ones(det_shape, bool) if measured is None else measured,
+                          chunks=det_shape, dimension_names=("det_y", "det_x"),
+                          attributes={"meaning": "True = measured pixel; False = bad/hot/dead/gap, stored as 0 "
+                                                 "and left free by the engines"})
+        if kind == ENERGY_STACK:
+            root.create_array(PHOTON_ENERGY, data=np.array([s.energy_eV for s in scans]), chunks=(n,),
+                              attributes={"units": "eV"})
+            root.create_array(WAVELENGTH, data=np.array([s.wavelength_m for s in scans]), chunks=(n,),
+                              attributes={"units": "m"})
+            root.create_array(RECIPROCAL_SAMPLING, data=np.array([s.reciprocal_sampling_inv_m for s in scans]),
+                              chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
+
+        def load(s: Scan) -> np.ndarray:
+            counts = s.load_frames()
+            if counts.shape != (n_pos, *det_shape) or counts.dtype != ref.dtype:
+                raise IngestError(f"{s.name}: {s.fields.get('frames', 'frames')}: changed since validation "
+                                  f"(shape {counts.shape}, dtype {counts.dtype})")
+            check_counts(s.name, counts if measured is None else counts[:, measured], s.fields.get("frames", "frames"))
+            return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
+
+        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(1) as reader:
+            task = bar.add_task("ingest", total=n)
+            # Read and correct item k+1 while item k is compressed and written (both release the GIL).
+            pending = reader.submit(load, scans[0])
+            for k in range(n):
+                counts = pending.result()
+                if k + 1 < n:
+                    pending = reader.submit(load, scans[k + 1])
+                frames[k] = counts
+                bar.advance(task)
+        root.attrs["ingest_complete"] = True
+        commit_store(tmp, store_path, overwrite)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return store_path
