@@ -51,7 +51,17 @@ leaves a result that looks complete and a rerun skips finished items.
 
     ``results/ptycho/object``  (n_items, H, W) complex64; attributes ``pixel_size_m`` and
                                ``origin_m`` = (y, x) scan-frame position of pixel [0, 0].
-    ``results/ptycho/probe``   (n_items, det_y, det_x) complex64, real-space probe.
+    ``results/ptycho/probe``   (n_items, Ny, Nx) complex64, real-space probe on the FFT grid (Ny, Nx)
+                               (the detector padded to ``results/ptycho`` attribute ``fft_shape``),
+                               centred at (Ny//2, Nx//2). With ``n_probe_modes`` m > 1 (mixed-state
+                               probe): (n_items, m, Ny, Nx), orthogonal modes strongest first, attributes
+                               ``axes = ["item", "mode", "y", "x"]`` and ``n_probe_modes``; the
+                               illumination is Σ_m |P_m|². A reader that wants one 2D probe takes
+                               ``probe[i]`` when ``ndim == 3`` and ``probe[i, 0]`` (or the incoherent sum
+                               of intensities) when ``ndim == 4``.
+    ``results/ptycho/positions``  (n_items, n_positions, 2) float64, m, (y, x): the positions each item
+                               was reconstructed with (the refined ones when position correction is on,
+                               attribute ``refined``); NaN for items not yet done.
     ``results/ptycho/error``   (n_items, n_iter) float32, data error per iteration.
     ``results/ptycho/illumination``  (n_items, H, W) float32, Σ_j |P_j|² on the object grid.
     ``results/ptycho/status``  (n_items,) uint8.
@@ -81,6 +91,7 @@ PTYCHO_PROBE = "results/ptycho/probe"
 PTYCHO_ERROR = "results/ptycho/error"
 PTYCHO_STATUS = "results/ptycho/status"
 PTYCHO_ILLUMINATION = "results/ptycho/illumination"
+PTYCHO_POSITIONS = "results/ptycho/positions"
 TOMO = "results/tomo"
 TOMO_SIRT = "results/tomo/sirt"
 TOMO_FBP = "results/tomo/fbp"

@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..io import layout, open_store, read_geometry, read_item, require_result_array
+from ..io import layout, open_store, read_geometry, read_item, read_mask, require_result_array
+from ..io.store import StoreError
 from ..io.energy import ENERGY_STACK, item_geometry, item_groups
 from ..physics import electron_probe
-from ..ptycho.engines import ENGINES, reconstruct
+from ..ptycho.chain import reconstruct_chain, validate_stages
+from ..ptycho.engines import ENGINES, probe_from_mean_pattern, reconstruct
 from ..ptycho.operators import ScanGeometry
 
 __all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
@@ -49,6 +51,14 @@ class ItemsFailedError(RuntimeError):
                          "rerun to retry the failed ones")
 
 
+#: Engines that take probe modes and position correction (the others raise in ``reconstruct``).
+_PIE_FAMILY = ("rpie", "epie", "mpie")
+#: Settings a stage of a chain may change; the grid, masks, seed and backend are the stage's.
+STAGE_KEYS = ("engine", "n_iter", "alpha", "beta_object", "beta_probe", "probe_update_start", "noise_model",
+              "batch_size", "dm_beta", "n_probe_modes", "position_correction_start", "position_step",
+              "max_position_shift_px")
+
+
 @dataclass
 class PtychoParams:
     """Settings of the ptychography stage (defaults serve any series; see README).
@@ -60,6 +70,34 @@ class PtychoParams:
     from the final probe of the nearest anchor of its sequence (anchors:
     every ``warm_start_stride``-th item, reconstructed from the model probe
     first); see :func:`warm_start_sources`.
+
+    Engine features (see :func:`ptyhpc.ptycho.engines.reconstruct`):
+
+    ``engine``
+        ``"rpie"``, ``"epie"``, ``"mpie"``, ``"lsqml"``, ``"er"``, ``"dm"``, or
+        ``"chain"`` to run ``stages`` in sequence
+        (:func:`ptyhpc.ptycho.chain.reconstruct_chain`), e.g.
+        ``[{"engine": "dm", "n_iter": 50}, {"engine": "lsqml", "n_iter": 30}]``;
+        a stage may set any of :data:`STAGE_KEYS`, the others come from these
+        params. With ``"chain"``, ``n_iter`` is set to the stages' total (the
+        length of the stored error curve).
+    ``dm_beta``
+        β of the difference map (1: classic).
+    ``n_probe_modes``
+        Incoherent probe modes (PIE family). The stored probe is
+        (n_items, Ny, Nx) for one mode and (n_items, modes, Ny, Nx) for more
+        (see :mod:`ptyhpc.io.layout`).
+    ``position_correction_start``, ``position_step``, ``max_position_shift_px``
+        Position refinement (PIE family); None: off. The positions each item
+        was reconstructed with are stored in ``results/ptycho/positions``.
+    ``use_detector_mask``
+        Leave the store's bad detector pixels (``detector_mask``) free.
+
+    Raises
+    ------
+    ValueError
+        Any setting out of range or an unsupported combination, naming the
+        ``ptycho.`` key.
     """
 
     engine: str = "rpie"
@@ -76,16 +114,96 @@ class PtychoParams:
     backend: str = "auto"
     warm_start: bool = False
     warm_start_stride: int = 4
+    stages: list | None = None
+    dm_beta: float = 1.0
+    n_probe_modes: int = 1
+    position_correction_start: int | None = None
+    position_step: float = 1.0
+    max_position_shift_px: float = 0.5
+    use_detector_mask: bool = True
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise ValueError(f"ptycho.engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.n_iter < 1 or self.batch_size < 1:
-            raise ValueError("ptycho.n_iter and ptycho.batch_size must be >= 1")
+        engines = (*ENGINES, "chain")
+        if self.engine not in engines:
+            raise ValueError(f"ptycho.engine must be one of {engines}, got {self.engine!r}")
+        if not _is_int(self.n_iter) or not _is_int(self.batch_size) or self.n_iter < 1 or self.batch_size < 1:
+            raise ValueError("ptycho.n_iter and ptycho.batch_size must be integers >= 1")
         if self.backend not in ("auto", "numpy", "cupy"):
             raise ValueError(f"ptycho.backend must be 'auto', 'numpy' or 'cupy', got {self.backend!r}")
         if self.warm_start_stride < 2:
             raise ValueError("ptycho.warm_start_stride must be >= 2")
+        if self.probe_mask_factor < 0 or self.fft_size < 0:
+            raise ValueError("ptycho.probe_mask_factor and ptycho.fft_size must be >= 0 (0: off / automatic)")
+        if self.engine == "chain":
+            if not self.stages:
+                raise ValueError("ptycho.engine 'chain' needs ptycho.stages, e.g. "
+                                 "[{engine: dm, n_iter: 50}, {engine: lsqml, n_iter: 30}]")
+            try:
+                self.stages = validate_stages(self.stages)
+            except ValueError as exc:
+                raise ValueError(f"ptycho.stages: {exc}") from None
+            for k, stage in enumerate(self.stages):
+                extra = sorted(set(stage) - set(STAGE_KEYS))
+                if extra:
+                    raise ValueError(f"ptycho.stages: stage {k}: {extra} cannot be set per stage; "
+                                     f"a stage may set {STAGE_KEYS}")
+            # The stored error curve holds every stage's iterations.
+            self.n_iter = sum(int(st["n_iter"]) for st in self.stages)
+        elif self.stages is not None:
+            raise ValueError(f"ptycho.stages is given but ptycho.engine is {self.engine!r}; set engine: chain "
+                             "to run the stages")
+        for where, st in self._stage_settings():
+            _check_engine_settings(where, st)
+
+    def _stage_settings(self):
+        """(label, effective settings) of each stage (one for a plain engine)."""
+        base = {k: getattr(self, k) for k in STAGE_KEYS}
+        if self.engine != "chain":
+            return [("ptycho", base)]
+        return [(f"ptycho.stages[{k}]", {**base, **st}) for k, st in enumerate(self.stages)]
+
+    @property
+    def final_probe_modes(self) -> int:
+        """Probe modes of the stored probe (those of the last stage)."""
+        return int(self._stage_settings()[-1][1]["n_probe_modes"])
+
+    def engine_kwargs(self) -> dict:
+        """Keyword arguments of :func:`reconstruct` common to every stage (no grid, masks or seed)."""
+        keys = [k for k in STAGE_KEYS if k not in ("engine", "n_iter")]
+        return {k: getattr(self, k) for k in keys}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_engine_settings(where: str, st: dict) -> None:
+    """Ranges and combinations of one stage's settings; ValueError naming the key."""
+    engine = st["engine"]
+    if st["noise_model"] not in ("poisson", "amplitude"):
+        raise ValueError(f"{where}.noise_model must be 'poisson' or 'amplitude', got {st['noise_model']!r}")
+    if not 0 < st["alpha"] <= 1:
+        raise ValueError(f"{where}.alpha must be in (0, 1], got {st['alpha']}")
+    for key in ("beta_object", "beta_probe", "position_step", "max_position_shift_px"):
+        if not st[key] > 0:
+            raise ValueError(f"{where}.{key} must be > 0, got {st[key]}")
+    if not _is_int(st["probe_update_start"]) or st["probe_update_start"] < 0:
+        raise ValueError(f"{where}.probe_update_start must be an integer >= 0, got {st['probe_update_start']!r}")
+    if not _is_int(st["batch_size"]) or st["batch_size"] < 1:
+        raise ValueError(f"{where}.batch_size must be an integer >= 1, got {st['batch_size']!r}")
+    if not st["dm_beta"]:
+        raise ValueError(f"{where}.dm_beta must be non-zero (1: the classic difference map)")
+    modes = st["n_probe_modes"]
+    if not _is_int(modes) or modes < 1:
+        raise ValueError(f"{where}.n_probe_modes must be an integer >= 1, got {modes!r}")
+    if modes > 1 and engine not in _PIE_FAMILY:
+        raise ValueError(f"{where}.n_probe_modes = {modes} needs a PIE engine {_PIE_FAMILY}, not {engine!r}")
+    start = st["position_correction_start"]
+    if start is not None:
+        if not _is_int(start) or start < 0:
+            raise ValueError(f"{where}.position_correction_start must be None or an integer >= 0, got {start!r}")
+        if engine not in _PIE_FAMILY:
+            raise ValueError(f"{where}.position_correction_start needs a PIE engine {_PIE_FAMILY}, not {engine!r}")
 
 
 @dataclass
@@ -151,19 +269,39 @@ def item_grids(group, params: PtychoParams) -> list[ObjectGrid]:
     return [ObjectGrid(common.fft_shape, g.pixel_size_m, g.origin_m, shape) for g in own]
 
 
-def _initial_probe(geom: dict, grid: ObjectGrid, intensity: float, xp):
+def _initial_probe(geom: dict, grid: ObjectGrid, intensity: float, xp, frames=None):
+    if geom.get("convergence_semiangle_rad") is None and frames is not None:
+        # No probe model in the store (CXI / NXptycho ingest): the mean pattern, flat phase.
+        return xp.asarray(probe_from_mean_pattern(frames, fft_shape=grid.fft_shape))
     return electron_probe(grid.fft_shape, grid.pixel_size_m, geom["wavelength_m"],
                           geom["convergence_semiangle_rad"], defocus=geom["defocus_m"],
                           Cs=geom.get("Cs_m", 0.0) or 0.0, intensity=intensity, xp=xp)
 
 
 def _probe_fourier_mask(geom: dict, grid: ObjectGrid, factor: float):
-    if not factor:
+    if not factor or geom.get("convergence_semiangle_rad") is None:
         return None
     ky = np.fft.fftfreq(grid.fft_shape[0], d=grid.pixel_size_m[0])[:, None]
     kx = np.fft.fftfreq(grid.fft_shape[1], d=grid.pixel_size_m[1])[None, :]
     k_cut = factor * geom["convergence_semiangle_rad"] / geom["wavelength_m"]
     return np.hypot(ky, kx) <= k_cut
+
+
+def _detector_mask(group):
+    """The store's detector mask (True = measured), or None when it has none or every pixel is good.
+
+    :data:`ptyhpc.io.layout.DETECTOR_MASK`, written by ingest (older stores have none).
+
+    Raises
+    ------
+    StoreError
+        The mask's shape is not the frames' detector shape.
+    """
+    mask = read_mask(group)
+    det = tuple(group[layout.FRAMES].shape[2:])
+    if mask is not None and mask.shape != det:
+        raise StoreError(f"{layout.DETECTOR_MASK} has shape {mask.shape}, the frames' detector is {det}")
+    return mask
 
 
 def _item_grid(group, item: int) -> ObjectGrid:
@@ -183,7 +321,9 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
     works, and returns at once when the item is already done, so a task that
     runs twice (resubmitted after a lost worker or a vanished client) writes
     once. Writes ``object[item]``, ``probe[item]``, ``error[item]``,
-    ``illumination[item]``, then ``status[item] = 1``.
+    ``illumination[item]``, ``positions[item]`` (refined when position
+    correction is on), then ``status[item] = 1``. The store's detector mask,
+    when it has one, marks the bad pixels left free (``use_detector_mask``).
 
     Parameters
     ----------
@@ -226,33 +366,40 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
         grid = _item_grid(group, item)
         geom = item_geometry(group, item)
         frames, positions = read_item(group, item)
+        mask = _detector_mask(group) if params.use_detector_mask else None
+        if mask is not None:
+            # Ingest stores bad pixels as 0; make sure, since the probe's scale below sums the counts.
+            frames[:, ~mask] = 0
         xp = backend.get_xp(params.backend)
         intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
         if init_probe_from is None:
-            probe = _initial_probe(geom, grid, intensity, xp)
+            probe = _initial_probe(geom, grid, intensity, xp, frames)
         else:
             if int(group[layout.PTYCHO_STATUS][init_probe_from]) != 1:
                 raise RuntimeError(f"warm start of item {item}: source item {init_probe_from} is not finished")
-            src = np.asarray(group[layout.PTYCHO_PROBE][init_probe_from])
-            # Σ|P|² equals the counts per pattern (unitary FFT): rescale to this item's dose.
+            src = np.asarray(group[layout.PTYCHO_PROBE][init_probe_from])   # (Ny, Nx) or (modes, Ny, Nx)
+            # Σ|P|² (over modes too) equals the counts per pattern (unitary FFT): rescale to this item's dose.
             scale = np.sqrt(intensity / max(float(np.sum(np.abs(src) ** 2)), 1e-30))
             probe = xp.asarray((src * scale).astype(np.complex64))
-        tc = time.perf_counter()
-        result = reconstruct(
-            frames, positions, probe, grid.pixel_size_m, engine=params.engine, n_iter=params.n_iter,
-            batch_size=params.batch_size, alpha=params.alpha, beta_object=params.beta_object,
-            beta_probe=params.beta_probe, probe_update_start=params.probe_update_start,
-            noise_model=params.noise_model,
+        common = dict(
+            params.engine_kwargs(), mask=mask,
             probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor),
             origin_m=grid.origin_m, object_shape=grid.object_shape, fft_shape=grid.fft_shape,
             seed=params.seed + item, xp=xp,
         )
+        tc = time.perf_counter()
+        if params.engine == "chain":
+            result = reconstruct_chain(frames, positions, probe, grid.pixel_size_m, params.stages, **common)
+        else:
+            result = reconstruct(frames, positions, probe, grid.pixel_size_m, engine=params.engine,
+                                 n_iter=params.n_iter, **common)
         compute = time.perf_counter() - tc
         # Data first, status last: a crash in between leaves status 0 and the item is redone.
         group[layout.PTYCHO_OBJECT][item] = result.object
         group[layout.PTYCHO_PROBE][item] = result.probe
         group[layout.PTYCHO_ERROR][item] = result.error
         group[layout.PTYCHO_ILLUMINATION][item] = result.illumination
+        group[layout.PTYCHO_POSITIONS][item] = result.info["positions_m"]
         group[layout.PTYCHO_STATUS][item] = 1
     return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": compute,
             "final_error": float(result.error[-1]), "backend": xp.__name__, "worker": worker,
@@ -279,8 +426,21 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
         attrs = {"pixel_size_m": list(grid.pixel_size_m), "origin_m": list(grid.origin_m)}
     require_result_array(group, layout.PTYCHO_OBJECT, (n, H, W), "complex64", (1, H, W),
                          fill_value=1 + 0j, attrs={**attrs, "axes": ["item", "y", "x"]})
-    require_result_array(group, layout.PTYCHO_PROBE, (n, Ny, Nx), "complex64", (1, Ny, Nx),
-                         attrs={"pixel_size_m": attrs["pixel_size_m"], "centre": "pixel (Ny//2, Nx//2)"})
+    modes = params.final_probe_modes
+    if modes == 1:
+        # One mode: (n, Ny, Nx) as before probe modes existed, so existing readers and stores keep working.
+        require_result_array(group, layout.PTYCHO_PROBE, (n, Ny, Nx), "complex64", (1, Ny, Nx),
+                             attrs={"pixel_size_m": attrs["pixel_size_m"], "centre": "pixel (Ny//2, Nx//2)"})
+    else:
+        require_result_array(group, layout.PTYCHO_PROBE, (n, modes, Ny, Nx), "complex64", (1, modes, Ny, Nx),
+                             attrs={"pixel_size_m": attrs["pixel_size_m"], "centre": "pixel (Ny//2, Nx//2)",
+                                    "axes": ["item", "mode", "y", "x"], "n_probe_modes": modes})
+    n_pos = group[layout.POSITIONS].shape[1]
+    require_result_array(group, layout.PTYCHO_POSITIONS, (n, n_pos, 2), "float64", (1, n_pos, 2),
+                         fill_value=float("nan"),
+                         attrs={"axes": ["item", "position", "yx"], "units": "m",
+                                "refined": any(st["position_correction_start"] is not None
+                                               for _, st in params._stage_settings())})
     require_result_array(group, layout.PTYCHO_ERROR, (n, params.n_iter), "float32", (1, params.n_iter),
                          attrs={"definition": "sum over measured pixels (|Psi| - sqrt(I))^2 / sum I"})
     require_result_array(group, layout.PTYCHO_ILLUMINATION, (n, H, W), "float32", (1, H, W), attrs=attrs)
