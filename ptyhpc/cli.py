@@ -169,7 +169,7 @@ def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
                 scheduler: Optional[str] = typer.Option(None, help="dask scheduler address or scheduler file (kind address)"),
                 workers: Optional[int] = typer.Option(None, help="LocalCluster workers (default: all cores)"),
                 gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm); tasks then ask for GPU=1"),
-                engine: str = typer.Option("rpie", help="rpie | epie"),
+                engine: str = typer.Option("rpie", help="rpie | epie | mpie | lsqml | er | dm (chains, probe modes, position correction: a recipe's ptycho: section)"),
                 n_iter: int = typer.Option(60, help="iterations per item"),
                 backend: str = typer.Option("auto", help="auto | numpy | cupy"),
                 warm_start: bool = typer.Option(False, help="start items from a finished neighbour's probe"),
@@ -188,7 +188,7 @@ def reconstruct_item_cmd(store: Path = typer.Argument(..., help="ingested zarr s
                          index: int = typer.Argument(..., help="item index (0-based, e.g. $SLURM_ARRAY_TASK_ID)"),
                          recipe: Optional[Path] = typer.Option(None, help="take the ptycho settings from this recipe"),
                          n_iter: int = typer.Option(60, help="iterations (without --recipe)"),
-                         engine: str = typer.Option("rpie", help="rpie | epie (without --recipe)"),
+                         engine: str = typer.Option("rpie", help="rpie | epie | mpie | lsqml | er | dm (without --recipe)"),
                          backend: str = typer.Option("auto", help="auto | numpy | cupy (without --recipe)")):
     """Reconstruct one item in this process (one element of a SLURM job array).
 
