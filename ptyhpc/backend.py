@@ -95,23 +95,26 @@ def _fft_module(xp: ModuleType):
     return xp.fft
 
 
-def fft2(a, workers: int | None = None):
+def fft2(a, workers: int | None = None, overwrite_x: bool = False):
     """Unitary 2D FFT over the last two axes (zero frequency at index 0).
 
-    Sign convention exp(-2πi k·r), as NumPy and abTEM use.
+    Sign convention exp(-2πi k·r), as NumPy and abTEM use. ``overwrite_x=True``
+    lets the FFT reuse ``a``'s memory (the result may then be ``a`` itself, and
+    ``a``'s contents are undefined afterwards): it saves an allocation per call
+    in the engines' inner loops.
     """
     xp = xp_of(a)
     if xp is np:
-        return _fft_module(xp).fft2(a, norm="ortho", workers=workers, overwrite_x=False)
-    return xp.fft.fft2(a, norm="ortho")
+        return _fft_module(xp).fft2(a, norm="ortho", workers=workers, overwrite_x=overwrite_x)
+    return xp.fft.fft2(a, norm="ortho", overwrite_x=overwrite_x)
 
 
-def ifft2(a, workers: int | None = None):
-    """Unitary inverse 2D FFT over the last two axes; inverse of :func:`fft2`."""
+def ifft2(a, workers: int | None = None, overwrite_x: bool = False):
+    """Unitary inverse 2D FFT over the last two axes; inverse of :func:`fft2` (``overwrite_x`` as there)."""
     xp = xp_of(a)
     if xp is np:
-        return _fft_module(xp).ifft2(a, norm="ortho", workers=workers, overwrite_x=False)
-    return xp.fft.ifft2(a, norm="ortho")
+        return _fft_module(xp).ifft2(a, norm="ortho", workers=workers, overwrite_x=overwrite_x)
+    return xp.fft.ifft2(a, norm="ortho", overwrite_x=overwrite_x)
 
 
 def fftn(a, axes=(-3, -2, -1), workers: int | None = None):
@@ -148,20 +151,35 @@ def scatter_add(target, flat_index, values) -> None:
 
     Notes
     -----
-    NumPy uses ``bincount`` (much faster than ``np.add.at``), CuPy uses
+    NumPy uses ``np.add.at`` on 1-D (raveled) real arguments, which NumPy ≥ 1.25
+    runs as a tight indexed loop; a complex target gets its real and imaginary
+    parts added into its interleaved real view. Per 128² complex64 patch that is
+    ~12 µs per part against 68 µs for ``bincount`` on the real and imaginary
+    parts, whose float64 object-sized outputs dominate (measured on the 2-core
+    development machine; complex or N-d ``add.at`` takes a slow generic path,
+    ~1 ms). The sum is accumulated in ``target``'s precision. CuPy uses
     ``cupyx.scatter_add`` (atomic adds).
     """
     xp = xp_of(target)
     idx = flat_index.ravel()
-    val = values.ravel()
+    # reshape, not ravel: a uniformly strided view (e.g. ``w.real`` of a contiguous complex array)
+    # stays a view, and add.at reads it in place (12 µs per 128² patch against 16 µs with a copy).
+    val = values.reshape(-1)
     if xp is np:
-        n = target.size
+        if not target.flags.c_contiguous:   # reshape would copy and the sum would be lost
+            raise ValueError("scatter_add needs a C-contiguous target")
         flat = target.reshape(-1)
-        if np.iscomplexobj(target):
-            flat.real += np.bincount(idx, weights=val.real, minlength=n)[:n].astype(flat.real.dtype)
-            flat.imag += np.bincount(idx, weights=val.imag, minlength=n)[:n].astype(flat.imag.dtype)
+        val = val.astype(flat.dtype, copy=False)
+        if np.iscomplexobj(flat):
+            # Complex add.at has no fast indexed loop (11–15 ms per 8 × 128² patches inside the engine,
+            # against 0.5 ms for the real and imaginary parts into the interleaved float view).
+            pairs = flat.view(flat.real.dtype)
+            idx2 = idx * 2
+            np.add.at(pairs, idx2, val.real)
+            idx2 += 1
+            np.add.at(pairs, idx2, val.imag)
         else:
-            flat += np.bincount(idx, weights=val, minlength=n)[:n].astype(flat.dtype)
+            np.add.at(flat, idx, val)
         return
     import cupyx  # noqa: PLC0415
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from .. import backend
 
-__all__ = ["ScanGeometry", "extract_patches", "patches_adjoint", "shift_ramps", "shifted_probes",
-           "unshift_sum", "exit_waves", "exit_waves_adjoint_object"]
+__all__ = ["ScanGeometry", "Windows", "extract_patches", "patches_adjoint", "shift_ramps", "shift_ramps_separable",
+           "shifted_probes", "unshift_sum", "unshift_sum_k", "exit_waves", "exit_waves_adjoint_object"]
 
 
 @dataclass
@@ -124,20 +124,87 @@ class ScanGeometry:
         cols = c[:, 1, None, None] + xp.arange(nx)[None, None, :]
         return rows * self.object_shape[1] + cols
 
+    def windows(self, idx, xp: ModuleType = np, *, rounded=False) -> "Windows":
+        """The patch windows of positions ``idx`` as a :class:`Windows` index.
+
+        ``rounded=True`` moves each window to the nearest whole pixel of its
+        position (corner + round(frac)), for engines that ignore sub-pixel shifts.
+        """
+        corners = self.corners[idx]
+        if rounded:
+            corners = corners + np.rint(self.frac[idx]).astype(np.int64)
+            # A position within half a pixel of the grid's far edge would round out of it.
+            corners = np.minimum(corners, np.array(self.object_shape) - np.array(self.probe_shape))
+        return Windows(corners, self.probe_shape, self.object_shape, xp)
+
+
+class Windows:
+    """Rectangular patch windows of a batch: an index for :func:`extract_patches` and
+    :func:`patches_adjoint` that avoids building (b, ny, nx) flat indices on the CPU.
+
+    On NumPy the gather is one fancy index of a strided window view (no index
+    array; 3× faster than a flat-index gather at 128², measured) and the flat
+    indices for the scatter-add are built only when needed; on CuPy both use the
+    flat indices.
+
+    Parameters
+    ----------
+    corners : (b, 2) int
+        Object pixel (y, x) of each window's pixel [0, 0] (host array).
+    shape, object_shape : (int, int)
+        Window and object grid shapes, pixels.
+    xp : module
+    """
+
+    def __init__(self, corners, shape, object_shape, xp: ModuleType = np):
+        self.corners = np.asarray(corners, dtype=np.int64)
+        self.shape = tuple(shape)
+        self.object_shape = tuple(object_shape)
+        self.xp = xp
+        self._flat = None
+
+    def __len__(self):
+        return len(self.corners)
+
+    @property
+    def flat(self):
+        """Flat object indices (b, ny, nx) int64 on ``xp`` (built once)."""
+        if self._flat is None:
+            xp, (ny, nx), w = self.xp, self.shape, self.object_shape[1]
+            start = xp.asarray(self.corners[:, 0] * w + self.corners[:, 1])
+            offs = (xp.arange(ny, dtype=np.int64) * w)[:, None] + xp.arange(nx, dtype=np.int64)[None, :]
+            self._flat = start[:, None, None] + offs[None]
+        return self._flat
+
 
 def extract_patches(obj, flat_index):
-    """Gather object patches: (H, W) × (b, ny, nx) indices → (b, ny, nx)."""
+    """Gather object patches: (H, W) × index → (b, ny, nx), a new array.
+
+    ``flat_index`` is a (b, ny, nx) integer array of flat object indices, or a
+    :class:`Windows` (faster on NumPy).
+    """
+    if isinstance(flat_index, Windows):
+        if backend.xp_of(obj) is np:
+            view = np.lib.stride_tricks.sliding_window_view(obj, flat_index.shape)
+            return view[flat_index.corners[:, 0], flat_index.corners[:, 1]]
+        flat_index = flat_index.flat
     return obj.reshape(-1)[flat_index]
 
 
 def patches_adjoint(patches, flat_index, object_shape, out=None):
     """Adjoint of :func:`extract_patches`: scatter-add patches onto an object grid.
 
+    ``patches`` is (b, ny, nx) or broadcastable to it (e.g. one (1, ny, nx)
+    probe intensity for every window); ``flat_index`` as in :func:`extract_patches`.
     Returns ``out`` (allocated with zeros when None), shape ``object_shape``.
     """
     xp = backend.xp_of(patches)
     if out is None:
         out = xp.zeros(object_shape, dtype=patches.dtype)
+    if isinstance(flat_index, Windows):
+        flat_index = flat_index.flat
+    if patches.shape != flat_index.shape:
+        patches = xp.broadcast_to(patches, flat_index.shape)
     backend.scatter_add(out, flat_index, patches)
     return out
 
@@ -152,6 +219,21 @@ def shift_ramps(frac, shape, xp: ModuleType = np, dtype=np.complex64):
     return (ramp_y * ramp_x).astype(dtype)
 
 
+def shift_ramps_separable(frac, shape, xp: ModuleType = np, dtype=np.complex64):
+    """The ramps of :func:`shift_ramps` as their separable factors (ry (b, ny, 1), rx (b, 1, nx)).
+
+    exp(−2πi k·f) = exp(−2πi k_y f_y)·exp(−2πi k_x f_x): :func:`shifted_probes`
+    and :func:`unshift_sum` accept the pair and apply it as two broadcast
+    multiplies, which saves building (and the exp of) a (b, ny, nx) array.
+    """
+    f = xp.asarray(frac, dtype=np.float64)
+    ky = xp.fft.fftfreq(shape[0])[None, :, None]
+    kx = xp.fft.fftfreq(shape[1])[None, None, :]
+    ramp_y = xp.exp(-2j * np.pi * ky * f[:, 0, None, None]).astype(dtype)
+    ramp_x = xp.exp(-2j * np.pi * kx * f[:, 1, None, None]).astype(dtype)
+    return ramp_y, ramp_x
+
+
 def _per_batch(ramps, ndim_probe):
     # (b, ny, nx) → (b, 1, ny, nx) for probe modes (m, ny, nx), so each mode gets its position's ramp.
     return ramps.reshape(ramps.shape[:1] + (1,) * (ndim_probe - 2) + ramps.shape[1:])
@@ -161,17 +243,44 @@ def shifted_probes(probe_k, ramps):
     """Probes shifted by sub-pixel amounts: ifft(F[P] · ramp).
 
     ``probe_k`` (ny, nx) → (b, ny, nx); probe modes (m, ny, nx) → (b, m, ny, nx).
+    ``ramps``: (b, ny, nx) from :func:`shift_ramps`, the pair from
+    :func:`shift_ramps_separable`, or None (no shift).
     """
+    if ramps is None:   # no shift: the one probe, (1, ny, nx) or (1, m, ny, nx), broadcasts over the batch
+        return backend.ifft2(probe_k)[None]
+    if isinstance(ramps, tuple):
+        ry, rx = (_per_batch(r, probe_k.ndim) for r in ramps)
+        spec = probe_k[None] * ry
+        spec *= rx
+        return backend.ifft2(spec, overwrite_x=True)
     return backend.ifft2(probe_k[None] * _per_batch(ramps, probe_k.ndim))
+
+
+def unshift_sum_k(waves, ramps):
+    """Spectrum of :func:`unshift_sum`: Σ_b F[w_b]·conj(ramp_b), (ny, nx) or (m, ny, nx).
+
+    Engines sum it over the chunks of a batch and transform back once.
+    ``waves`` is overwritten (its FFT is taken in place).
+    """
+    xp = backend.xp_of(waves)
+    spec = backend.fft2(waves, overwrite_x=True)
+    if isinstance(ramps, tuple):
+        for r in ramps:
+            spec *= xp.conj(_per_batch(r, waves.ndim - 1))
+    else:
+        spec *= xp.conj(_per_batch(ramps, waves.ndim - 1))
+    return xp.sum(spec, axis=0)
 
 
 def unshift_sum(waves, ramps):
     """Adjoint of :func:`shifted_probes` summed over the batch: Σ_b shift(w_b, −f_b).
 
-    ``waves`` (b, ny, nx) → (ny, nx), or (b, m, ny, nx) → (m, ny, nx).
+    ``waves`` (b, ny, nx) → (ny, nx), or (b, m, ny, nx) → (m, ny, nx); not modified.
+    ``ramps`` None: no shifts (the plain sum).
     """
-    xp = backend.xp_of(waves)
-    return backend.ifft2(xp.sum(backend.fft2(waves) * xp.conj(_per_batch(ramps, waves.ndim - 1)), axis=0))
+    if ramps is None:
+        return waves.sum(axis=0)
+    return backend.ifft2(unshift_sum_k(waves.copy(), ramps), overwrite_x=True)
 
 
 def exit_waves(obj, probes, flat_index):
