@@ -11,7 +11,7 @@ seed's problem (400 positions, 200×160 px, 42 angles × 3 up-sampling, 1000 joi
 strong_scaling_efficiency = t(1 rank) / (ranks · t(ranks)) on the same problem and batches
 (results are identical for any rank count, see tests/test_bragg.py).
 
-Usage: ``python benchmarks/bragg.py [--quick] [--ranks 1 2] [--backend numpy]`` (the driver starts
+Usage: ``python benchmarks/bragg.py [--quick] [--ranks 1 2] [--backend numpy] [--det 64]`` (the driver starts
 ``mpiexec -n R`` workers; ``--quick`` runs in well under a minute).
 """
 
@@ -36,7 +36,8 @@ def worker(args) -> None:
     from ptyhpc.bragg.solver import BraggParams, ScanFrame, object_lab_coordinates, reconstruct
 
     comm = MPI.COMM_WORLD
-    ds = simulate(counts_per_position=1e6, scan_shape=(args.scan, args.scan), scan_step_m=(50e-9, 60e-9))
+    ds = simulate(counts_per_position=1e6, scan_shape=(args.scan, args.scan), scan_step_m=(50e-9, 60e-9),
+                  det_shape=(args.det, args.det))
     g = ds.geometry.upsampled(3)
     supp = ds.film.support(object_lab_coordinates(g, ScanFrame.from_positions(g, ds.positions_m))) > 0
     n_pos = len(ds.positions_m)
@@ -70,6 +71,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-iter", type=int, default=None)
     ap.add_argument("--scan", type=int, default=None)
     ap.add_argument("--per-batch", type=int, default=2, help="positions per mini-batch (≥ ranks for speed-up)")
+    ap.add_argument("--det", type=int, default=32, help="detector pixels per side (window N x N x 30 voxels)")
     args = ap.parse_args(argv)
     if args.n_iter is None:
         args.n_iter = 20 if args.quick else 100
@@ -82,7 +84,8 @@ def main(argv=None) -> None:
     rows = []
     for r in args.ranks:
         cmd = [str(mpiexec), "-n", str(r), sys.executable, __file__, "--worker", "--n-iter", str(args.n_iter),
-               "--scan", str(args.scan), "--per-batch", str(args.per_batch), "--backend", args.backend]
+               "--scan", str(args.scan), "--per-batch", str(args.per_batch), "--backend", args.backend,
+               "--det", str(args.det)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
