@@ -230,3 +230,39 @@ def test_mpie_momentum_accelerates_rpie(noise_model, kw):
                           noise_model=noise_model, origin_m=sim.origin_m, object_shape=sim.object.shape, **kw)
         err[engine] = phase_rmse(res.object, sim.object, region)
     assert err["mpie"] < 0.7 * err["rpie"], err
+
+
+def test_affine_position_model_recovers_a_miscalibrated_scan():
+    """Nominal positions 3 % too small and rotated by 1° (a wrong stage calibration): the affine model
+    recovers the positions (0.351 → 0.044 px RMS, measured) and the scale (1.026 for 1.03, after 150
+    iterations); free refinement reaches 0.033 px on these noise-free data, where every position's own
+    update is accurate — the affine model is for scans where they are not."""
+    sim = simulate_scan(seed=8, scan=(12, 12))
+    c = sim.positions_m.mean(axis=0)
+    th = np.deg2rad(1.0)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    nominal = c + (sim.positions_m - c) @ rot.T / 1.03
+    kw = dict(n_iter=150, noise_model="amplitude", beta_object=1.0, beta_probe=1.0, alpha=0.1,
+              origin_m=sim.origin_m, object_shape=sim.object.shape, position_correction_start=10)
+
+    def rms_px(res):
+        d = (res.info["positions_m"] - sim.positions_m) / sim.pixel_size_m[0]
+        return float(np.sqrt(np.mean((d - d.mean(axis=0)) ** 2)))
+
+    start = float(np.sqrt(np.mean(((nominal - sim.positions_m) / sim.pixel_size_m[0]
+                                   - ((nominal - sim.positions_m) / sim.pixel_size_m[0]).mean(axis=0)) ** 2)))
+    affine = reconstruct(sim.frames, nominal, sim.probe, sim.pixel_size_m, position_model="affine", **kw)
+    free = reconstruct(sim.frames, nominal, sim.probe, sim.pixel_size_m, **kw)
+    a = affine.info["position_affine"]["A"]
+    print(f"position error rms px: start {start:.3f}, affine {rms_px(affine):.3f}, free {rms_px(free):.3f}; "
+          f"scale {np.sqrt(abs(np.linalg.det(a))):.4f}")
+    assert rms_px(affine) < 0.2 * start and rms_px(free) < 0.2 * start
+    assert abs(np.sqrt(abs(np.linalg.det(a))) - 1.03) < 0.008
+    # an affine map of the start, exactly: no per-position residual
+    p0 = (nominal - sim.origin_m) / sim.pixel_size_m[0]
+    pf = (affine.info["positions_m"] - sim.origin_m) / sim.pixel_size_m[0]
+    fit = np.hstack([p0, np.ones((len(p0), 1))]) @ np.linalg.lstsq(np.hstack([p0, np.ones((len(p0), 1))]), pf,
+                                                                    rcond=None)[0]
+    assert np.abs(fit - pf).max() < 1e-6
+    with pytest.raises(ValueError, match="position_model"):
+        reconstruct(sim.frames, nominal, sim.probe, sim.pixel_size_m, position_model="rigid", n_iter=1)

@@ -468,12 +468,12 @@ def test_simulated_nxptycho_reconstructs_through_store(tmp_path, sign):
         assert rmse > 2 * bound, rmse
 
 
-def test_detector_mask_reaches_the_engine(tmp_path, monkeypatch):
+def test_detector_mask_reaches_the_engine(tmp_path):
     """Hot pixels and a gap column flagged by NXdetector/pixel_mask: stored as 0 and flagged in the store.
 
-    The ptycho stage does not pass the store's mask to ``reconstruct`` yet; the wrapper below is
-    that one-line change (``mask=read_mask(group)``). With it the masked scan reaches the bound of
-    the clean one; without it the zeroed pixels count as measured zeros and the error grows.
+    The ptycho stage passes the store's mask to ``reconstruct`` (``use_detector_mask``, default on):
+    the masked scan reaches the bound of the clean one; with the mask switched off the zeroed pixels
+    count as measured zeros and the error grows.
     """
     import ptyhpc.pipeline.ptycho_stage as stage
     from ptyhpc.ptycho.metrics import phase_rmse
@@ -490,21 +490,14 @@ def test_detector_mask_reaches_the_engine(tmp_path, monkeypatch):
     path = write_nxptycho(tmp_path / "s.nxs", frames, -sim.positions_m[:, ::-1], energy=(60.0, "keV"), probe="electron",
                           pixel=((p_um, "um"), (p_um, "um")), distance=(100.0, "mm"), pixel_mask=bad)
     rmse = {}
-    engine = stage.reconstruct
     for use_mask in (True, False):
         store = ingest_files([path], tmp_path / f"{use_mask}.zarr", probe_semiangle_rad=sim.convergence_semiangle_rad,
                              defocus_m=sim.defocus_m, progress=False)
         g = open_store(store)
         assert not g["frames"][0][:, bad.astype(bool)].any()
         np.testing.assert_array_equal(read_mask(g), bad == 0)
-
-        def with_mask(*args, _store=store, _use=use_mask, **kw):
-            if _use:
-                kw["mask"] = read_mask(open_store(_store))
-            return engine(*args, **kw)
-
-        monkeypatch.setattr(stage, "reconstruct", with_mask)
-        stage.run_ptycho(store, stage.PtychoParams(n_iter=60, backend="numpy"), progress=False)
+        stage.run_ptycho(store, stage.PtychoParams(n_iter=60, backend="numpy", use_detector_mask=use_mask),
+                         progress=False)
         g = open_store(store)
         ill = g["results/ptycho/illumination"][0]
         rmse[use_mask] = phase_rmse(g["results/ptycho/object"][0], sim.object, ill > 0.3 * ill.max())

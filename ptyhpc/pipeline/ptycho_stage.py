@@ -56,7 +56,7 @@ _PIE_FAMILY = ("rpie", "epie", "mpie")
 #: Settings a stage of a chain may change; the grid, masks, seed and backend are the stage's.
 STAGE_KEYS = ("engine", "n_iter", "alpha", "beta_object", "beta_probe", "probe_update_start", "noise_model",
               "batch_size", "dm_beta", "n_probe_modes", "position_correction_start", "position_step",
-              "max_position_shift_px")
+              "max_position_shift_px", "position_model")
 
 
 @dataclass
@@ -87,8 +87,9 @@ class PtychoParams:
         Incoherent probe modes (PIE family). The stored probe is
         (n_items, Ny, Nx) for one mode and (n_items, modes, Ny, Nx) for more
         (see :mod:`ptyhpc.io.layout`).
-    ``position_correction_start``, ``position_step``, ``max_position_shift_px``
-        Position refinement (PIE family); None: off. The positions each item
+    ``position_correction_start``, ``position_step``, ``max_position_shift_px``, ``position_model``
+        Position refinement (PIE family); None: off; ``position_model: affine``
+        keeps the positions an affine map of the scan (a miscalibrated stage). The positions each item
         was reconstructed with are stored in ``results/ptycho/positions``.
     ``use_detector_mask``
         Leave the store's bad detector pixels (``detector_mask``) free.
@@ -120,6 +121,7 @@ class PtychoParams:
     position_correction_start: int | None = None
     position_step: float = 1.0
     max_position_shift_px: float = 0.5
+    position_model: str = "free"
     use_detector_mask: bool = True
 
     def __post_init__(self):
@@ -187,6 +189,8 @@ def _check_engine_settings(where: str, st: dict) -> None:
     for key in ("beta_object", "beta_probe", "position_step", "max_position_shift_px"):
         if not st[key] > 0:
             raise ValueError(f"{where}.{key} must be > 0, got {st[key]}")
+    if st["position_model"] not in ("free", "affine"):
+        raise ValueError(f"{where}.position_model must be 'free' or 'affine', got {st['position_model']!r}")
     if not _is_int(st["probe_update_start"]) or st["probe_update_start"] < 0:
         raise ValueError(f"{where}.probe_update_start must be an integer >= 0, got {st['probe_update_start']!r}")
     if not _is_int(st["batch_size"]) or st["batch_size"] < 1:

@@ -597,11 +597,22 @@ def _pie_batch(obj, prb, batch, geom, amp, meas_w, prop, *, noise_model, floor, 
     return obj, prb, err
 
 
+def _fit_affine(start_px, target_px):
+    """Least-squares affine map, target ≈ [start, 1] @ M: M (3, 2), rows A (2×2, transposed) and t."""
+    design = np.hstack([start_px, np.ones((len(start_px), 1))])
+    return np.linalg.lstsq(design, target_px, rcond=None)[0]
+
+
+def _affine_info(start_px, final_px):
+    m = _fit_affine(start_px, final_px)
+    return {"A": m[:2].T.copy(), "t_px": m[2].copy()}
+
+
 def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_iter=60, batch_size=32,
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
                 propagator=None, n_probe_modes=1, position_correction_start=None, position_step=1.0,
-                max_position_shift_px=0.5, object_init=None, momentum=(0.9, 0.5), dm_beta=1.0, seed=0,
+                max_position_shift_px=0.5, position_model="free", object_init=None, momentum=(0.9, 0.5), dm_beta=1.0, seed=0,
                 subpixel="fourier", probe_support=None, object_amplitude_bounds=None, background=None,
                 xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
@@ -715,6 +726,14 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         iteration; the mean shift is removed (a global translation is the
         object–probe ambiguity). Refined positions are in ``info["positions_m"]``.
     position_step, max_position_shift_px : float
+    position_model : {"free", "affine"}
+        ``"affine"``: after each refinement step the positions are replaced by
+        the least-squares affine map of the starting positions that best fits
+        them, p = A·p₀ + t (scale, rotation, shear and translation of the whole
+        scan: a miscalibrated stage or detector distance), the global geometry
+        model of position refinement in PtychoShelves (Odstrčil et al., Opt.
+        Express 26, 3108 (2018), section 4.3). Robust where per-position
+        updates are noisy. ``info["position_affine"]`` holds A (2×2) and t (px).
     momentum : (float, float)
         ``"mpie"`` only: momentum η for object and probe (Maiden, Johnson & Li,
         Optica 4, 736 (2017), Algorithm 1, with the period T = one pass over
@@ -762,6 +781,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     if frames.ndim != 3 or positions_m.shape != (len(frames), 2):
         raise ValueError(f"frames (n, dy, dx) and positions (n, 2) expected, got {frames.shape} and "
                          f"{positions_m.shape}")
+    if position_model not in ("free", "affine"):
+        raise ValueError(f"unknown position_model {position_model!r}; use 'free' or 'affine'")
     if n_probe_modes > 1 and engine in ("er", "dm", "lsqml"):
         raise ValueError(f"probe modes are implemented for rpie and epie, not {engine!r}")
     fft_shape = tuple(probe.shape[-2:]) if fft_shape is None else tuple(fft_shape)
@@ -772,6 +793,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     amp_h, measured_h = prepare_amplitudes(frames, fft_shape, mask, centred=prop.centred_data)
     geom = ops.ScanGeometry.from_positions(positions_m, fft_shape, pixel_size_m, origin_m=origin_m,
                                            object_shape=object_shape)
+    start_px = geom.positions_px.copy()   # the affine position model maps these
     amp = xp.asarray(amp_h)
     measured = xp.asarray(measured_h)
     # Σ I per frame (float32 rows, summed in float64) without a float64 copy of the data set.
@@ -890,7 +912,11 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             ratio[...] = 0
         if correct_positions:
             step = position_step * (shifts - shifts.mean(axis=0))
-            geom.move(np.arange(n), np.clip(step, -max_position_shift_px, max_position_shift_px))
+            step = np.clip(step, -max_position_shift_px, max_position_shift_px)
+            if position_model == "affine":
+                affine = _fit_affine(start_px, geom.positions_px + step)
+                step = np.hstack([start_px, np.ones((n, 1))]) @ affine - geom.positions_px
+            geom.move(np.arange(n), step)
         errors[it] = err / max(total_intensity, 1e-30)
         if callback is not None:
             callback(it, float(errors[it]))
@@ -905,7 +931,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         origin_m=geom.origin_m,
         info={"engine": engine, "noise_model": noise_model, "n_probe_modes": int(n_probe_modes),
               "positions_m": geom.positions_m, "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
-              "n_iter": n_iter, "subpixel": subpixel,
+              "n_iter": n_iter, "subpixel": subpixel, "position_model": position_model,
+              "position_affine": _affine_info(start_px, geom.positions_px) if position_model == "affine" else None,
               "background": None if bg is None else _detector_layout(backend.to_host(bg), frames.shape[1:],
                                                                       prop.centred_data)},
     )
