@@ -612,7 +612,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                 alpha=0.5, beta_object=0.1, beta_probe=0.1, probe_update_start=2, noise_model="poisson",
                 mask=None, probe_fourier_mask=None, origin_m=None, object_shape=None, fft_shape=None,
                 propagator=None, n_probe_modes=1, position_correction_start=None, position_step=1.0,
-                max_position_shift_px=0.5, position_model="free", object_init=None, momentum=(0.9, 0.5), dm_beta=1.0, seed=0,
+                max_position_shift_px=0.5, position_model="free", object_init=None, momentum=(0.9, 0.5),
+                dm_beta=1.0, seed=0,
                 subpixel="fourier", probe_support=None, object_amplitude_bounds=None, background=None,
                 xp: ModuleType = np,
                 callback: Callable[[int, float], None] | None = None) -> PtychoResult:
