@@ -167,16 +167,10 @@ def ingest(
             dimension_names=("item",),
         )
 
-        # Read the next file in a thread while this one is compressed and written:
-        # h5py and Blosc release the GIL, and the copy becomes write-bound.
-        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(1) as reader:
+        with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("ingest", total=n)
-            pending = reader.submit(read_counts, metas[0].path)
-            for k, meta in enumerate(metas):
+            for k, (meta, counts) in enumerate(zip(metas, read_ahead(lambda m: read_counts(m.path), metas))):
                 bar.update(task, description=f"ingest {meta.path.name}")
-                counts = pending.result()
-                if k + 1 < n:
-                    pending = reader.submit(read_counts, metas[k + 1].path)
                 if counts.shape != (n_pos, *ref.detector_shape) or counts.dtype != ref.dtype:
                     raise IngestError(f"{meta.path}: entry/data/counts: changed since validation")
                 frames[k] = counts
@@ -188,6 +182,21 @@ def ingest(
         _remove(tmp)
         raise
     return store_path
+
+
+def read_ahead(load, items):
+    """Yield ``load(item)`` for each of ``items`` in order, loading the next one in a thread meanwhile.
+
+    Ingest reads item k+1 while item k is compressed and written: h5py and Blosc release the GIL,
+    and the copy becomes write-bound.
+    """
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(load, items[0]) if len(items) else None
+        for k in range(len(items)):
+            result = pending.result()
+            if k + 1 < len(items):
+                pending = reader.submit(load, items[k + 1])
+            yield result
 
 
 def partial_path(store_path: Path) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -281,7 +280,7 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     from rich.progress import Progress  # noqa: PLC0415
 
     from .energy import ENERGY_STACK, PHOTON_ENERGY, RECIPROCAL_SAMPLING, WAVELENGTH  # noqa: PLC0415
-    from .ingest import _remove, commit_store, frames_chunking, partial_path  # noqa: PLC0415
+    from .ingest import _remove, commit_store, frames_chunking, partial_path, read_ahead  # noqa: PLC0415
 
     store_path = Path(store_path)
     if (store_path.exists() or store_path.is_symlink()) and not overwrite:
@@ -368,14 +367,9 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
             check_counts(s.name, counts if measured is None else counts[:, measured], s.fields.get("frames", "frames"))
             return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
 
-        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(1) as reader:
+        with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("ingest", total=n)
-            # Read and correct item k+1 while item k is compressed and written (both release the GIL).
-            pending = reader.submit(load, scans[0])
-            for k in range(n):
-                counts = pending.result()
-                if k + 1 < n:
-                    pending = reader.submit(load, scans[k + 1])
+            for k, counts in enumerate(read_ahead(load, scans)):
                 frames[k] = counts
                 bar.advance(task)
         root.attrs["ingest_complete"] = True
