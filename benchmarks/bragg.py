@@ -3,8 +3,10 @@
 Prints one JSON object per line and rank count:
 ``{"ranks", "seconds_per_iteration", "strong_scaling_efficiency", "strain_rmse", "strain_floor",
 "n_positions", "window", "n_batches", "n_iter", "max_rss_mb_per_rank", "backend", "parallel_fraction",
-"allreduce_fraction", "amdahl_efficiency_2_ranks"}`` (parallel_fraction: share of the 1-rank time spent
-on positions, the part MPI divides; Amdahl's bound on 2-rank efficiency follows from it)
+"allreduce_fraction", "amdahl_efficiency_2_ranks", "ms_per_iteration"}`` (parallel_fraction: share of the
+1-rank time spent on positions and on the object update, the parts MPI divides; Amdahl's bound on 2-rank
+efficiency follows from it; ms_per_iteration: rank 0's time per iteration on positions, object update,
+probe update (replicated), collectives (including waiting) and in total)
 then one line ``{"projection": ...}`` that scales the measured cost per position·voxel to the
 seed's problem (400 positions, 200×160 px, 42 angles × 3 up-sampling, 1000 joint + 500 ML iterations).
 
@@ -50,7 +52,7 @@ def worker(args) -> None:
                       support=supp, comm=comm if comm.Get_size() > 1 else None, xp=xp)
     rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, op=MPI.MAX)
     tm = res.timing
-    frac = tm["positions"] / tm["total"]
+    frac = (tm["positions"] + tm["object_update"]) / tm["total"]     # the parts that MPI divides
     if comm.Get_rank() == 0:
         s = strain_rmse(res, ds.film)
         print(json.dumps({"ranks": comm.Get_size(), "seconds_per_iteration": res.seconds_per_iteration,
@@ -58,6 +60,7 @@ def worker(args) -> None:
                           "window": list(g.shape), "n_batches": n_batches, "n_iter": args.n_iter,
                           "max_rss_mb_per_rank": rss, "backend": args.backend,
                           "parallel_fraction": frac, "allreduce_fraction": tm["allreduce"] / tm["total"],
+                          "ms_per_iteration": {k: 1e3 * v / args.n_iter for k, v in tm.items()},
                           "amdahl_efficiency_2_ranks": 1 / (2 * ((1 - frac) + frac / 2)) if comm.Get_size() == 1
                           else None}), flush=True)
 
@@ -72,6 +75,8 @@ def main(argv=None) -> None:
     ap.add_argument("--scan", type=int, default=None)
     ap.add_argument("--per-batch", type=int, default=2, help="positions per mini-batch (≥ ranks for speed-up)")
     ap.add_argument("--det", type=int, default=32, help="detector pixels per side (window N x N x 30 voxels)")
+    ap.add_argument("--bind", default="core",
+                    help="MPI process binding (mpiexec -bind-to BIND; 'none' to let the OS migrate ranks)")
     args = ap.parse_args(argv)
     if args.n_iter is None:
         args.n_iter = 20 if args.quick else 100
@@ -83,7 +88,8 @@ def main(argv=None) -> None:
     mpiexec = Path(sys.executable).with_name("mpiexec")
     rows = []
     for r in args.ranks:
-        cmd = [str(mpiexec), "-n", str(r), sys.executable, __file__, "--worker", "--n-iter", str(args.n_iter),
+        bind = [] if args.bind == "none" else ["-bind-to", args.bind]
+        cmd = [str(mpiexec), *bind, "-n", str(r), sys.executable, __file__, "--worker", "--n-iter", str(args.n_iter),
                "--scan", str(args.scan), "--per-batch", str(args.per_batch), "--backend", args.backend,
                "--det", str(args.det)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)

@@ -24,13 +24,16 @@ j mod K; K = J, one position per batch, by default, which is the seed's
 ePIE and converges fastest). Within a batch, eqs. (5)–(10) are applied with
 numerators and denominators summed over the batch's positions; λ_ρ uses the
 max of the batch's summed illumination (= |P_j|²_max for one position).
-A batch's positions are split over the MPI ranks; its object sums (single
-precision, complex64/float32: a batch sums a few positions, and halving the
-bytes halves the communication, which bounds the speed-up; restricted to the bounding box of the batch's windows) are completed with
-``Reduce_scatter`` so that each rank receives the rows of the box it updates,
-and the updated rows are gathered back (``Allgatherv``): the object update is
-split over the ranks as well as the positions. The probe sums are completed
-with ``Allreduce``. The sequence of updates — and the result, to rounding — is
+A batch's positions are split over the MPI ranks, with two collectives per
+batch: one ``Reduce_scatter`` completes all of the batch's sums (single
+precision: a batch sums a few positions, and half the bytes is half the
+wire time) and leaves each rank the rows of the batch's box (the bounding box
+of its windows) that it updates and a slice of the probe sums; one
+``Allgatherv`` brings back the updated rows, the probe sums and the rows'
+maxima of the summed illumination (each batch's |P|²_max is therefore the one
+of its previous visit, exact while the probe is fixed). The object update is
+split over the ranks as well as the positions, and no rank waits for a third
+synchronisation. The sequence of updates — and the result, to rounding — is
 the same on any number of ranks. Eq. (11) uses the ratio averaged over
 all positions once per iteration.
 """
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 import numpy as np
+import scipy.fft
 
 from .. import backend
 from .geometry import BraggGeometry
@@ -140,7 +144,9 @@ class BraggResult:
         Σ_j |P_j|² of the last joint iteration (where ρ is constrained by data).
     timing : dict
         Seconds of the joint iterations spent on this rank's positions (``positions``,
-        the part that parallelises), in ``allreduce`` and in ``total``.
+        the part that parallelises), on its rows of the object update (``object_update``),
+        on the probe update (``probe_update``, the same on every rank), in the collectives
+        (``allreduce``, including waiting for other ranks) and in ``total``.
     """
 
     obj: np.ndarray
@@ -215,77 +221,69 @@ class _Allreduce:
         self.comm.Allreduce(a, out, op=MPI.SUM)
         return out
 
-    def many(self, arrays, xp):
-        """Sum a list of float64/complex128 arrays over ranks in one message (latency, not bandwidth,
-        dominates the small per-batch sums); returns them as ``xp`` arrays."""
-        if self.comm is None or self.comm.Get_size() == 1:
-            return [xp.asarray(a) for a in arrays]
-        host = [np.ascontiguousarray(backend.to_host(a)) for a in arrays]
-        flat = np.concatenate([h.view(np.float64).ravel() for h in host])
-        total = self(flat)
-        out, pos = [], 0
-        for h in host:
-            n = h.size * (2 if np.iscomplexobj(h) else 1)
-            out.append(xp.asarray(total[pos:pos + n].view(h.dtype).reshape(h.shape)))
-            pos += n
-        return out
-
-    def _rows(self, n_rows):
-        """First and last+1 row of each rank's share of a box's rows (``np.array_split`` sizes)."""
+    def _edges(self, n):
+        """First and last+1 index of each rank's share of n items (``np.array_split`` sizes)."""
         size = 1 if self.comm is None else self.comm.Get_size()
-        sizes = [n_rows // size + (r < n_rows % size) for r in range(size)]
+        sizes = [n // size + (r < n % size) for r in range(size)]
         return np.concatenate([[0], np.cumsum(sizes)]).astype(int)
 
-    def reduce_scatter_rows(self, num, den, xp):
-        """Sum complex64 ``num`` and float32 ``den`` (same shape) over ranks; keep this rank's rows.
+    def reduce_scatter_rows(self, num, den, vec, xp):
+        """Sum a batch's sums over ranks in one ``Reduce_scatter``; keep this rank's share.
 
-        Returns ``(num_rows, den_rows, (r0, r1))``: the summed rows ``r0:r1`` of the first axis
-        (all rows without a communicator). ``Reduce_scatter`` moves the same bytes as the reduce
-        half of an ``Allreduce`` and leaves each rank with only the rows it updates.
+        ``num`` (complex64) and ``den`` (float32) have the batch box's shape and are split
+        by rows of the first axis; ``vec`` (1-D float32: the probe sums and scalars, which
+        every rank needs) is split into equal slices. Returns ``(num_rows, den_rows, (r0,
+        r1), vec_part)``: the summed rows ``r0:r1`` and this rank's summed slice of ``vec``
+        (everything without a communicator). One collective per batch for all sums: on a
+        few positions per rank, each synchronisation costs more than the bytes it moves.
         """
         n_rows = num.shape[0]
         if self.comm is None or self.comm.Get_size() == 1:
-            return num, den, (0, n_rows)
+            return num, den, (0, n_rows), vec
         from mpi4py import MPI  # noqa: PLC0415
 
-        edges = self._rows(n_rows)
+        rows, parts = self._edges(n_rows), self._edges(len(vec))
+        plane = int(np.prod(num.shape[1:]))
+        h_num = np.ascontiguousarray(backend.to_host(num), dtype=np.complex64).reshape(n_rows, -1).view(np.float32)
+        h_den = np.ascontiguousarray(backend.to_host(den), dtype=np.float32).reshape(n_rows, -1)
+        segments, counts = [], []
+        for r in range(len(rows) - 1):
+            seg = [h_num[rows[r]:rows[r + 1]].ravel(), h_den[rows[r]:rows[r + 1]].ravel(), vec[parts[r]:parts[r + 1]]]
+            segments += seg
+            counts.append(sum(len(x) for x in seg))
         rank = self.comm.Get_rank()
-        a, b = int(edges[rank]), int(edges[rank + 1])
+        recv = np.empty(counts[rank], dtype=np.float32)
+        self.comm.Reduce_scatter(np.concatenate(segments), recv, recvcounts=counts, op=MPI.SUM)
+        a, b = int(rows[rank]), int(rows[rank + 1])
         shape = (b - a, *num.shape[1:])
-        out = []
-        # rows of a C-ordered array are contiguous: the send buffers are the arrays themselves
-        for arr, width in ((num, 2), (den, 1)):
-            h = np.ascontiguousarray(backend.to_host(arr))
-            plane = width * int(np.prod(arr.shape[1:]))
-            recv = np.empty((b - a) * plane, dtype=np.float32)
-            self.comm.Reduce_scatter(h.view(np.float32).ravel(), recv,
-                                     recvcounts=[plane * int(e1 - e0) for e0, e1 in zip(edges[:-1], edges[1:])],
-                                     op=MPI.SUM)
-            out.append(xp.asarray(recv.view(h.dtype).reshape(shape)))
-        return out[0], out[1], (a, b)
+        n_o = 2 * plane * (b - a)
+        return (xp.asarray(recv[:n_o].view(np.complex64).reshape(shape)),
+                xp.asarray(recv[n_o:n_o + plane * (b - a)].reshape(shape)), (a, b), recv[n_o + plane * (b - a):])
 
-    def allgather_rows(self, rows, n_rows, xp):
-        """The whole complex64 box from every rank's rows (the inverse of the row split)."""
+    def allgather_rows(self, rows, n_rows, vec_part, n_vec, xp, value=0.0):
+        """The whole complex64 box from every rank's rows, the whole ``vec`` from its slices
+        and the maximum of a scalar ``value`` over ranks (the inverse of
+        :meth:`reduce_scatter_rows`, one ``Allgatherv``)."""
         if self.comm is None or self.comm.Get_size() == 1:
-            return rows
+            return rows, vec_part, value
         from mpi4py import MPI  # noqa: PLC0415
 
+        edges, parts = self._edges(n_rows), self._edges(n_vec)
         plane = int(np.prod(rows.shape[1:]))
-        edges = self._rows(n_rows)
-        counts = [2 * plane * int(b - a) for a, b in zip(edges[:-1], edges[1:])]
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+        counts = [2 * plane * int(edges[r + 1] - edges[r]) + int(parts[r + 1] - parts[r]) + 1
+                  for r in range(len(edges) - 1)]
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
         recv = np.empty(sum(counts), dtype=np.float32)
-        send = np.ascontiguousarray(backend.to_host(rows), dtype=np.complex64).view(np.float32).ravel()
-        self.comm.Allgatherv(send, [recv, counts, displs, MPI.FLOAT])
-        return xp.asarray(recv.view(np.complex64).reshape((n_rows, *rows.shape[1:])))
-
-    def max(self, value: float) -> float:
-        """Maximum of a scalar over ranks."""
-        if self.comm is None or self.comm.Get_size() == 1:
-            return value
-        from mpi4py import MPI  # noqa: PLC0415
-
-        return self.comm.allreduce(value, op=MPI.MAX)
+        send = np.concatenate([np.ascontiguousarray(backend.to_host(rows), dtype=np.complex64).view(np.float32).ravel(),
+                               np.asarray(vec_part, dtype=np.float32), np.array([value], dtype=np.float32)])
+        self.comm.Allgatherv(send, [recv, counts, displs.tolist(), MPI.FLOAT])
+        box = np.empty((n_rows, *rows.shape[1:]), dtype=np.complex64)
+        vec = np.empty(n_vec, dtype=np.float32)
+        for r, d in enumerate(displs):
+            n_o = 2 * plane * int(edges[r + 1] - edges[r])
+            box[edges[r]:edges[r + 1]] = recv[d:d + n_o].view(np.complex64).reshape((-1, *rows.shape[1:]))
+            vec[parts[r]:parts[r + 1]] = recv[d + n_o:d + counts[r] - 1]
+        return xp.asarray(box), vec, float(recv[displs + np.asarray(counts) - 1].max())
 
 
 def _add_windows(box, corners, values) -> None:
@@ -360,6 +358,9 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
     off = n3 // 2 - up * (n_meas // 2)   # fine index of measured plane 0 (q3 = 0 stays a measured plane)
     scan = ScanFrame.from_positions(g, positions_m)
     pshape, pspacing = probe_grid(g, spacing_m=probe_spacing_m)
+    # padded to FFT-friendly lengths: the Fourier mask runs after every batch on every rank, and a
+    # prime length (67 here) costs 3× a 2·5·7 one (pocketfft's Bluestein path)
+    pshape = tuple(scipy.fft.next_fast_len(int(s)) for s in pshape)
     op = ProbeOperator(g, pshape, pspacing, xp=xp)
     shear = shear_phase(g, xp)
 
@@ -429,14 +430,21 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
     bg = None if p.background is None else xp.asarray(np.full(g.shape, p.background, np.float32)) * omega
 
     # how many windows cover each voxel (for the β|P|²_max and μ_j terms of eq. 9)
-    cover_b = []
+    # and each batch's max of Σ_j |P_j|² (|P|²_max of eq. 9 for a batch); it is refreshed every
+    # iteration from the rows' maxima that ride on the Allgatherv, so it lags the probe by one
+    # iteration (exact while the probe is fixed) and costs no extra synchronisation
+    cover_b, den_max = [], []
     cover = xp.zeros(scan.object_shape, dtype=np.float64)
     for k, bx in enumerate(boxes):
-        c = xp.zeros(tuple(sl.stop - sl.start for sl in bx), dtype=np.float64)
+        bshape = tuple(sl.stop - sl.start for sl in bx)
+        c = xp.zeros((2, *bshape), dtype=np.float64)
         item = batch(k)
         if item is not None:
-            _add_windows(c, item[2], xp.ones((len(item[2]), *g.shape), dtype=np.float64))
-        cover_b.append(xp.asarray(allreduce(backend.to_host(c) if comm is not None else c)))
+            _add_windows(c[0], item[2], xp.ones((len(item[2]), *g.shape), dtype=np.float64))
+            _add_windows(c[1], item[2], xp.abs(op.forward(probe, item[0])) ** 2)
+        c = xp.asarray(allreduce(backend.to_host(c) if comm is not None else c))
+        cover_b.append(c[0])
+        den_max.append(float(xp.max(c[1])))
         cover[bx] += cover_b[-1]
     cover_b = [c.astype(np.float32) for c in cover_b]
     outside = xp.asarray((~supp).astype(np.float32))     # 1 − S(r) of eqs. (7), (9)
@@ -444,7 +452,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
 
     errors = []
     illum = None
-    timing = {"positions": 0.0, "allreduce": 0.0}
+    timing = {"positions": 0.0, "allreduce": 0.0, "object_update": 0.0, "probe_update": 0.0}
     t_start = time.perf_counter()
 
     def sweep(k, obj, probe, bg, want_probe, want_bg):
@@ -453,8 +461,8 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         bshape = tuple(sl.stop - sl.start for sl in boxes[k])
         num_o = xp.zeros(bshape, dtype=np.complex64)
         den_o = xp.zeros(bshape, dtype=np.float32)
-        num_p = xp.zeros(pshape, dtype=np.complex128)
-        den_p = xp.zeros(pshape, dtype=np.float64)
+        num_p = xp.zeros(pshape, dtype=np.complex64)     # a rank's few positions: float32 suffices
+        den_p = xp.zeros(pshape, dtype=np.float32)
         b_num = xp.zeros(g.shape, dtype=np.float64) if want_bg else None
         err = 0.0
         for tab, fi, bi, si in [item for item in [batch(k)] if item is not None]:
@@ -471,17 +479,31 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
             _add_windows(num_o, bi, xp.conj(pr) * dpsi)
             _add_windows(den_o, bi, xp.abs(pr) ** 2)
             if want_probe:
-                op.adjoint((xp.conj(ob) * dpsi).astype(np.complex128), tab, out=num_p)
-                op.adjoint((xp.abs(ob) ** 2).astype(np.float64), tab, out=den_p)
+                op.adjoint(xp.conj(ob) * dpsi, tab, out=num_p)
+                op.adjoint(xp.abs(ob) ** 2, tab, out=den_p)
             if want_bg:
                 b_num += xp.sum(omega * si / xp.maximum(sq, 1e-12), axis=0)
         timing["positions"] += time.perf_counter() - t_in
-        packed = [num_p, den_p, np.array([err], dtype=np.float64)] + ([b_num] if want_bg else [])
-        t0 = time.perf_counter()
-        out = allreduce.many(packed, xp)
-        obj_sums = allreduce.reduce_scatter_rows(num_o, den_o, xp)
-        timing["allreduce"] += time.perf_counter() - t0
-        return obj_sums, out
+        # probe sums and scalars travel with the object sums (one collective): float32 on the wire
+        vec = [np.array([err], dtype=np.float32)]
+        if want_probe:
+            vec += [backend.to_host(num_p).view(np.float32).ravel(), backend.to_host(den_p).ravel()]
+        if want_bg:
+            vec.append(backend.to_host(b_num).astype(np.float32).ravel())
+        return num_o, den_o, np.concatenate(vec)
+
+    def unpack(vec, want_probe, want_bg):
+        """(err, num_p, den_p, b_num) from the summed vector of :func:`sweep`."""
+        n_p = int(np.prod(pshape))
+        err, pos = float(vec[0]), 1
+        num_p = den_p = b_num = None
+        if want_probe:
+            num_p = xp.asarray(vec[pos:pos + 2 * n_p].view(np.complex64).reshape(pshape))
+            den_p = xp.asarray(vec[pos + 2 * n_p:pos + 3 * n_p].reshape(pshape))
+            pos += 3 * n_p
+        if want_bg:
+            b_num = xp.asarray(vec[pos:].reshape(g.shape))
+        return err, num_p, den_p, b_num
 
     for it in range(p.n_iter):
         thick = [t for start, t in p.thickness_schedule if start <= it][-1]
@@ -499,8 +521,10 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         if last:
             illum = xp.zeros(scan.object_shape, dtype=np.float64)
         for k in range(n_batches):
-            (num_o, den_o, (r0, r1)), (num_p, den_p, err, *rest) = sweep(k, obj, probe, bg, want_probe, want_bg)
-            err_it += float(backend.to_host(err)[0])
+            num_o, den_o, vec = sweep(k, obj, probe, bg, want_probe, want_bg)
+            t0 = time.perf_counter()
+            num_o, den_o, (r0, r1), vec_part = allreduce.reduce_scatter_rows(num_o, den_o, vec, xp)
+            timing["allreduce"] += time.perf_counter() - t0
             bx = boxes[k]
             # the object update is split by rows of the batch's box: each rank updates its rows
             # (the sums arrive already split, Reduce_scatter) and the rows are gathered back
@@ -510,17 +534,16 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
             # object, eqs. (5), (7), (9) summed over the batch's positions; |P|²_max of eq. (9) is the
             # max of the batch's summed illumination (= |P_j|²_max for a batch of one position)
             # (in place, single precision: this part runs on every rank's rows for every batch)
+            t_upd = time.perf_counter()
+            row_max = float(xp.max(den_o)) if den_o.size else 0.0
             lam = den_o      # this batch's own array (sweep made it): updated in place
             pmax = float(xp.max(xp.abs(probe)) ** 2)
             ob = obj[rows]
             if k not in out_cov:      # (1 − S)·coverage on the box; changes only with the support
                 out_cov[k] = outside[bx] * cover_b[k]
             out_s = out_cov[k][r0:r1] * np.float32(p.mu * pmax)
-            t0 = time.perf_counter()
-            den_max = allreduce.max(float(xp.max(lam)) if lam.size else 0.0)
-            timing["allreduce"] += time.perf_counter() - t0
             lam *= np.float32(1 - p.beta)
-            lam += np.float32(p.beta * den_max)
+            lam += np.float32(p.beta * den_max[k])
             lam += out_s
             xp.maximum(lam, np.float32(1e-30), out=lam)
             # voxels outside the batch's windows have num = 0 and coverage 0, hence step 0
@@ -529,16 +552,22 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
             upd /= lam
             upd += ob
             t0 = time.perf_counter()
-            obj[bx] = allreduce.allgather_rows(upd, bx[0].stop - bx[0].start, xp)
+            timing["object_update"] += t0 - t_upd
+            obj[bx], vec, den_max[k] = allreduce.allgather_rows(upd, bx[0].stop - bx[0].start, vec_part, len(vec), xp,
+                                                                row_max)
             timing["allreduce"] += time.perf_counter() - t0
+            err, num_p, den_p, b_num = unpack(vec, want_probe, want_bg)
+            err_it += err
             # probe, eqs. (6), (8), (10) in the k_i-invariant subspace, then the Fourier-space mask
+            t0 = time.perf_counter()
             if want_probe:
                 lam_p = (1 - p.alpha) * den_p + p.alpha * xp.max(den_p)
                 probe = (probe + num_p / xp.maximum(lam_p, 1e-30)).astype(np.complex64)
                 if fmask is not None:
                     probe = backend.ifft2(backend.fft2(probe) * fmask).astype(np.complex64)
+            timing["probe_update"] += time.perf_counter() - t0
             if want_bg:
-                ratio = ratio + rest[0]
+                ratio = ratio + b_num
         errors.append(err_it / max(norm, 1e-30))
         if want_bg:   # eq. (11), with the ratio averaged over all positions
             bg = (bg * ((1 - p.gamma) + p.gamma * ratio / n_pos) ** 2).astype(np.float32) * omega
