@@ -45,7 +45,7 @@ def worker(args) -> None:
     n_pos = len(ds.positions_m)
     n_batches = max(1, n_pos // args.per_batch)
     params = BraggParams(n_iter=args.n_iter, upsampling=3, update_probe=True, probe_start=5,
-                         probe_mask_na=(0.6e-3, 0.5e-3), n_batches=n_batches)
+                         probe_mask_na=(0.6e-3, 0.5e-3), n_batches=n_batches, exchange=args.exchange)
     xp = backend.get_xp(args.backend)
     comm.Barrier()
     res = reconstruct(ds.data, ds.mask, ds.geometry, ds.positions_m, ds.probe, ds.probe_spacing_m, params,
@@ -75,6 +75,8 @@ def main(argv=None) -> None:
     ap.add_argument("--scan", type=int, default=None)
     ap.add_argument("--per-batch", type=int, default=2, help="positions per mini-batch (≥ ranks for speed-up)")
     ap.add_argument("--det", type=int, default=32, help="detector pixels per side (window N x N x 30 voxels)")
+    ap.add_argument("--exchange", default="auto", choices=("auto", "shared", "messages"),
+                    help="how ranks combine batch sums (ptyhpc.bragg.comm)")
     ap.add_argument("--bind", default="core",
                     help="MPI process binding (mpiexec -bind-to BIND; 'none' to let the OS migrate ranks)")
     args = ap.parse_args(argv)
@@ -91,7 +93,7 @@ def main(argv=None) -> None:
         bind = [] if args.bind == "none" else ["-bind-to", args.bind]
         cmd = [str(mpiexec), *bind, "-n", str(r), sys.executable, __file__, "--worker", "--n-iter", str(args.n_iter),
                "--scan", str(args.scan), "--per-batch", str(args.per_batch), "--backend", args.backend,
-               "--det", str(args.det)]
+               "--det", str(args.det), "--exchange", args.exchange]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)

@@ -351,25 +351,34 @@ def test_mpi_two_ranks_identical_to_one_and_cli_outputs(tmp_path):
     s1 = tmp_path / "one.zarr"
     run = [sys.executable, "-m", "ptyhpc.bragg"]
     subprocess.run([*run, "simulate", str(s1), "--counts", "1e6"], check=True, env=env, timeout=120)
-    s2 = tmp_path / "two.zarr"
+    s2, s3 = tmp_path / "two.zarr", tmp_path / "two_messages.zarr"
     shutil.copytree(s1, s2)
-    common = ["--n-iter", "4", "--n-batches", "4", "--probe-start", "1", "--probe-na", "6e-4", "5e-4"]
+    shutil.copytree(s1, s3)
+    # shrink-wrap on: every path through the batch exchange and the shared copy of the object
+    common = ["--n-iter", "4", "--n-batches", "4", "--probe-start", "1", "--probe-na", "6e-4", "5e-4",
+              "--shrinkwrap", "2", "4"]
     out1 = subprocess.run([*run, "reconstruct", str(s1), *common, "--figures", str(tmp_path / "fig")],
                           check=True, env=env, capture_output=True, text=True, timeout=300)
+    # two ranks on one node: MPI-3 shared memory ("auto"), then the message exchange of multi-node runs
     out2 = subprocess.run([mpiexec, "-n", "2", *run, "reconstruct", str(s2), *common],
+                          check=True, env=env, capture_output=True, text=True, timeout=300)
+    out3 = subprocess.run([mpiexec, "-n", "2", *run, "reconstruct", str(s3), *common, "--exchange", "messages"],
                           check=True, env=env, capture_output=True, text=True, timeout=300)
     assert json.loads(out1.stdout.strip().splitlines()[-1])["ranks"] == 1
     assert json.loads(out2.stdout.strip().splitlines()[-1])["ranks"] == 2
+    assert json.loads(out3.stdout.strip().splitlines()[-1])["ranks"] == 2
     r1 = zarr.open_group(str(s1), mode="r")["results/bragg"]
-    r2 = zarr.open_group(str(s2), mode="r")["results/bragg"]
-    assert r1.attrs["complete"] and r2.attrs["complete"]
-    o1, o2 = r1["object"][...], r2["object"][...]
-    assert np.abs(o1).max() > 0
-    # float64 sums in a different order: equal to float32 rounding
-    print(f"max abs difference of rho, 1 vs 2 ranks: {np.abs(o1 - o2).max() / np.abs(o1).max():.2e} (relative to max)")
-    assert np.abs(o1 - o2).max() <= 1e-5 * np.abs(o1).max()
-    np.testing.assert_allclose(r1["probe"][...], r2["probe"][...], atol=1e-5 * np.abs(r1["probe"][...]).max())
-    np.testing.assert_allclose(r1["error"][...], r2["error"][...], rtol=1e-6)
+    o1 = r1["object"][...]
+    assert r1.attrs["complete"] and np.abs(o1).max() > 0
+    for other in (s2, s3):
+        r2 = zarr.open_group(str(other), mode="r")["results/bragg"]
+        assert r2.attrs["complete"]
+        o2 = r2["object"][...]
+        # float32 sums in a different order: equal to float32 rounding
+        print(f"{other.name}: max abs difference of rho, 1 vs 2 ranks: {np.abs(o1 - o2).max() / np.abs(o1).max():.2e}")
+        assert np.abs(o1 - o2).max() <= 1e-5 * np.abs(o1).max()
+        np.testing.assert_allclose(r1["probe"][...], r2["probe"][...], atol=1e-5 * np.abs(r1["probe"][...]).max())
+        np.testing.assert_allclose(r1["error"][...], r2["error"][...], rtol=1e-6)
     for name in ("strain_zz", "tilt_x", "tilt_y", "amplitude", "support", "illumination"):
         assert r1[name].shape == o1.shape
     assert (tmp_path / "fig" / "bragg_sections.png").stat().st_size > 0

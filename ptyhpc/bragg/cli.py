@@ -63,6 +63,8 @@ def _parser():
     r.add_argument("--probe-na", type=float, nargs=2, default=None)
     r.add_argument("--shrinkwrap", type=int, nargs=2, default=None)
     r.add_argument("--backend", default="numpy")
+    r.add_argument("--exchange", choices=("auto", "shared", "messages"), default="auto",
+                   help="how MPI ranks combine sums: shared memory on one node (auto) or messages")
     r.add_argument("--figures", default=None, help="folder for PNG figures (rank 0)")
     p = sub.add_parser("plan", help="sampling plan (seed eqs. 2, 12) as JSON")
     p.add_argument("--wavelength", type=float, required=True)
@@ -99,7 +101,7 @@ def bragg_main(argv=None) -> int:
     ds = read_dataset(args.store)
     stages = [(i * args.stage_length, t) for i, t in enumerate(args.thickness)]
     params = BraggParams(n_iter=args.n_iter, n_ml=args.n_ml, upsampling=args.upsampling, n_batches=args.n_batches,
-                         beta=args.beta, update_probe=not args.fixed_probe, probe_start=args.probe_start,
+                         exchange=args.exchange, beta=args.beta, update_probe=not args.fixed_probe, probe_start=args.probe_start,
                          thickness_schedule=stages, slab_center_m=tuple(args.slab_center),
                          probe_mask_na=None if args.probe_na is None else tuple(args.probe_na),
                          shrinkwrap=None if args.shrinkwrap is None else tuple(args.shrinkwrap))

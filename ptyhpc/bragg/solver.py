@@ -25,9 +25,9 @@ ePIE and converges fastest). Within a batch, eqs. (5)–(10) are applied with
 numerators and denominators summed over the batch's positions; λ_ρ uses the
 max of the batch's summed illumination (= |P_j|²_max for one position).
 A batch's positions are split over the MPI ranks, with two collectives per
-batch: one ``Reduce_scatter`` completes all of the batch's sums (single
-precision: a batch sums a few positions, and half the bytes is half the
-wire time) and leaves each rank the rows of the batch's box (the bounding box
+batch: one reduce-scatter (``Alltoallv`` and a local sum) completes all of
+the batch's sums (single precision: a batch sums a few positions, and half
+the bytes is half the wire time) and leaves each rank the rows of the batch's box (the bounding box
 of its windows) that it updates and a slice of the probe sums; one
 ``Allgatherv`` brings back the updated rows, the probe sums and the rows'
 maxima of the summed illumination (each batch's |P|²_max is therefore the one
@@ -48,6 +48,7 @@ import numpy as np
 import scipy.fft
 
 from .. import backend
+from .comm import Allreduce, batch_exchange
 from .geometry import BraggGeometry
 from .operators import ProbeOperator, ScanFrame, bragg_fftn, bragg_ifftn, extract_patches, shear_phase
 from .sim import probe_grid
@@ -93,6 +94,10 @@ class BraggParams:
         converges fastest per iteration here (batches of 2–4 positions stagnate
         on the dislocation's phase vortex); MPI ranks share a batch's positions,
         so parallel speed-up needs batches of ≥ ranks positions.
+    exchange : {"auto", "shared", "messages"}
+        How MPI ranks combine a batch's sums (:mod:`ptyhpc.bragg.comm`): MPI-3 shared
+        memory where every rank is on one node and arrays are NumPy ("auto"), else
+        messages; results are the same either way.
     cache_batches : bool
         Keep each batch's probe-interpolation tables, indices and √I in memory
         (~50 bytes per window voxel and position); False rebuilds them per use.
@@ -117,6 +122,7 @@ class BraggParams:
     background: float | None = None
     n_batches: int = 0
     cache_batches: bool = True
+    exchange: str = "auto"
     object_init: object = 1.0   # constant inside the initial slab, or an (S1, S2, S3) array
 
 
@@ -205,87 +211,6 @@ def _fourier_mask(shape, spacing, wavelength, na, xp):
     return xp.asarray(m.astype(np.float32))
 
 
-class _Allreduce:
-    """Sum of host arrays over ranks (no-op without a communicator)."""
-
-    def __init__(self, comm):
-        self.comm = comm
-
-    def __call__(self, a):
-        if self.comm is None or self.comm.Get_size() == 1:
-            return a
-        from mpi4py import MPI  # noqa: PLC0415  (optional dependency, only with a communicator)
-
-        a = np.ascontiguousarray(backend.to_host(a))
-        out = np.empty_like(a)
-        self.comm.Allreduce(a, out, op=MPI.SUM)
-        return out
-
-    def _edges(self, n):
-        """First and last+1 index of each rank's share of n items (``np.array_split`` sizes)."""
-        size = 1 if self.comm is None else self.comm.Get_size()
-        sizes = [n // size + (r < n % size) for r in range(size)]
-        return np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-
-    def reduce_scatter_rows(self, num, den, vec, xp):
-        """Sum a batch's sums over ranks in one ``Reduce_scatter``; keep this rank's share.
-
-        ``num`` (complex64) and ``den`` (float32) have the batch box's shape and are split
-        by rows of the first axis; ``vec`` (1-D float32: the probe sums and scalars, which
-        every rank needs) is split into equal slices. Returns ``(num_rows, den_rows, (r0,
-        r1), vec_part)``: the summed rows ``r0:r1`` and this rank's summed slice of ``vec``
-        (everything without a communicator). One collective per batch for all sums: on a
-        few positions per rank, each synchronisation costs more than the bytes it moves.
-        """
-        n_rows = num.shape[0]
-        if self.comm is None or self.comm.Get_size() == 1:
-            return num, den, (0, n_rows), vec
-        from mpi4py import MPI  # noqa: PLC0415
-
-        rows, parts = self._edges(n_rows), self._edges(len(vec))
-        plane = int(np.prod(num.shape[1:]))
-        h_num = np.ascontiguousarray(backend.to_host(num), dtype=np.complex64).reshape(n_rows, -1).view(np.float32)
-        h_den = np.ascontiguousarray(backend.to_host(den), dtype=np.float32).reshape(n_rows, -1)
-        segments, counts = [], []
-        for r in range(len(rows) - 1):
-            seg = [h_num[rows[r]:rows[r + 1]].ravel(), h_den[rows[r]:rows[r + 1]].ravel(), vec[parts[r]:parts[r + 1]]]
-            segments += seg
-            counts.append(sum(len(x) for x in seg))
-        rank = self.comm.Get_rank()
-        recv = np.empty(counts[rank], dtype=np.float32)
-        self.comm.Reduce_scatter(np.concatenate(segments), recv, recvcounts=counts, op=MPI.SUM)
-        a, b = int(rows[rank]), int(rows[rank + 1])
-        shape = (b - a, *num.shape[1:])
-        n_o = 2 * plane * (b - a)
-        return (xp.asarray(recv[:n_o].view(np.complex64).reshape(shape)),
-                xp.asarray(recv[n_o:n_o + plane * (b - a)].reshape(shape)), (a, b), recv[n_o + plane * (b - a):])
-
-    def allgather_rows(self, rows, n_rows, vec_part, n_vec, xp, value=0.0):
-        """The whole complex64 box from every rank's rows, the whole ``vec`` from its slices
-        and the maximum of a scalar ``value`` over ranks (the inverse of
-        :meth:`reduce_scatter_rows`, one ``Allgatherv``)."""
-        if self.comm is None or self.comm.Get_size() == 1:
-            return rows, vec_part, value
-        from mpi4py import MPI  # noqa: PLC0415
-
-        edges, parts = self._edges(n_rows), self._edges(n_vec)
-        plane = int(np.prod(rows.shape[1:]))
-        counts = [2 * plane * int(edges[r + 1] - edges[r]) + int(parts[r + 1] - parts[r]) + 1
-                  for r in range(len(edges) - 1)]
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
-        recv = np.empty(sum(counts), dtype=np.float32)
-        send = np.concatenate([np.ascontiguousarray(backend.to_host(rows), dtype=np.complex64).view(np.float32).ravel(),
-                               np.asarray(vec_part, dtype=np.float32), np.array([value], dtype=np.float32)])
-        self.comm.Allgatherv(send, [recv, counts, displs.tolist(), MPI.FLOAT])
-        box = np.empty((n_rows, *rows.shape[1:]), dtype=np.complex64)
-        vec = np.empty(n_vec, dtype=np.float32)
-        for r, d in enumerate(displs):
-            n_o = 2 * plane * int(edges[r + 1] - edges[r])
-            box[edges[r]:edges[r + 1]] = recv[d:d + n_o].view(np.complex64).reshape((-1, *rows.shape[1:]))
-            vec[parts[r]:parts[r + 1]] = recv[d + n_o:d + counts[r] - 1]
-        return xp.asarray(box), vec, float(recv[displs + np.asarray(counts) - 1].max())
-
-
 def _add_windows(box, corners, values) -> None:
     """``box[c : c + window] += values[j]`` for each window j (corners (b, 3) int, relative to the box).
 
@@ -338,7 +263,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         Shapes of data, mask and positions disagree with the geometry.
     """
     p = params or BraggParams()
-    allreduce = _Allreduce(comm)
+    allreduce = Allreduce(comm)
     rank = 0 if comm is None else comm.Get_rank()
     size = 1 if comm is None else comm.Get_size()
     positions_m = np.asarray(positions_m, dtype=np.float64)
@@ -447,6 +372,9 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         den_max.append(float(xp.max(c[1])))
         cover[bx] += cover_b[-1]
     cover_b = [c.astype(np.float32) for c in cover_b]
+    vec_max = 1 + 3 * int(np.prod(pshape)) + (int(np.prod(g.shape)) if bg is not None else 0)
+    exchange = batch_exchange(comm, boxes, scan.object_shape, vec_max, xp, p.exchange)
+    obj = exchange.object(obj)
     outside = xp.asarray((~supp).astype(np.float32))     # 1 − S(r) of eqs. (7), (9)
     out_cov = {}                                         # per batch: outside · coverage on its box
 
@@ -458,9 +386,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
     def sweep(k, obj, probe, bg, want_probe, want_bg):
         """Gradients of mini-batch k (this rank's share); returns Allreduced sums."""
         t_in = time.perf_counter()
-        bshape = tuple(sl.stop - sl.start for sl in boxes[k])
-        num_o = xp.zeros(bshape, dtype=np.complex64)
-        den_o = xp.zeros(bshape, dtype=np.float32)
+        num_o, den_o = exchange.buffers(k)
         num_p = xp.zeros(pshape, dtype=np.complex64)     # a rank's few positions: float32 suffices
         den_p = xp.zeros(pshape, dtype=np.float32)
         b_num = xp.zeros(g.shape, dtype=np.float64) if want_bg else None
@@ -523,11 +449,11 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         for k in range(n_batches):
             num_o, den_o, vec = sweep(k, obj, probe, bg, want_probe, want_bg)
             t0 = time.perf_counter()
-            num_o, den_o, (r0, r1), vec_part = allreduce.reduce_scatter_rows(num_o, den_o, vec, xp)
+            num_o, den_o, (r0, r1), vec_part = exchange.reduce(k, num_o, den_o, vec)
             timing["allreduce"] += time.perf_counter() - t0
             bx = boxes[k]
             # the object update is split by rows of the batch's box: each rank updates its rows
-            # (the sums arrive already split, Reduce_scatter) and the rows are gathered back
+            # (the sums arrive already split, reduce-scatter) and the rows are gathered back
             rows = (slice(bx[0].start + r0, bx[0].start + r1), bx[1], bx[2])
             if last:
                 illum[rows] += den_o
@@ -553,8 +479,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
             upd += ob
             t0 = time.perf_counter()
             timing["object_update"] += t0 - t_upd
-            obj[bx], vec, den_max[k] = allreduce.allgather_rows(upd, bx[0].stop - bx[0].start, vec_part, len(vec), xp,
-                                                                row_max)
+            vec, den_max[k] = exchange.commit(k, obj, upd, (r0, r1), vec_part, len(vec), row_max)
             timing["allreduce"] += time.perf_counter() - t0
             err, num_p, den_p, b_num = unpack(vec, want_probe, want_bg)
             err_it += err
@@ -575,7 +500,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
                 and (it - p.shrinkwrap[0]) % p.shrinkwrap_every == 0):
             a = backend.to_host(xp.abs(obj))
             supp = supp & (a >= p.shrinkwrap_threshold * a.max())
-            obj = obj * xp.asarray(supp)
+            exchange.mask_object(obj, xp.asarray(supp))
             outside = xp.asarray((~supp).astype(np.float32))
             out_cov.clear()
         if callback is not None:
@@ -590,7 +515,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
     total = time.perf_counter() - t_start
     spi = total / max(p.n_iter + 2 * p.n_ml, 1)
     timing["total"] = total
-    return BraggResult(backend.to_host(obj).astype(np.complex64), backend.to_host(probe).astype(np.complex64),
+    return BraggResult(exchange.result(obj), backend.to_host(probe).astype(np.complex64),
                        None if bg is None else backend.to_host(bg), supp, np.asarray(errors), g, scan, pspacing,
                        spi, None if illum is None else backend.to_host(illum).astype(np.float32), timing)
 
