@@ -143,17 +143,35 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                            "semi-angle, rad (for the model initial probe)"),
            defocus: Optional[float] = typer.Option(None, "--defocus", help="probe defocus, m (sample downstream "
                                                                           "of the focus)"),
+           regime: Optional[str] = typer.Option(None, "--regime", help="far_field | near_field: propagation "
+                                                "from sample to detector (no file format says it; default "
+                                                "far_field, generic: the spec's)"),
+           focus_to_sample: Optional[float] = typer.Option(None, "--focus-to-sample-m", "--focus-to-sample",
+                                                           help="near field with a divergent beam: focus-to-"
+                                                                "sample distance, m (Fresnel scaling; default: "
+                                                                "parallel beam)"),
            kind: str = typer.Option("auto", help="hdf5-tilt files: auto | tilt_series | energy_stack (auto: "
                                                  "energy_stack when the files give photon_energy_eV)")):
     """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
     with _user_errors():
         t0 = time.perf_counter()
-        path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
-                       mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
-                       defocus_m=defocus)
-        from .io import n_items, open_store  # noqa: PLC0415
+        import warnings  # noqa: PLC0415
 
-        console.print(f"wrote {path} ({n_items(open_store(path))} items) in {time.perf_counter() - t0:.1f} s")
+        from .io.scan import NearFieldWarning  # noqa: PLC0415
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NearFieldWarning)
+            path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
+                           mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
+                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample)
+        for w in caught:
+            # Shown in the console's own colours; the regime is the user's call, so the store is kept.
+            console.print(f"[bold yellow]warning:[/] {w.message}")
+        from .io import n_items, open_store, read_propagation  # noqa: PLC0415
+
+        store = open_store(path)
+        regime_note = read_propagation(store)["regime"]
+        console.print(f"wrote {path} ({n_items(store)} items, {regime_note}) in {time.perf_counter() - t0:.1f} s")
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):

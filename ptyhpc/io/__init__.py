@@ -11,7 +11,8 @@ Names of the store's arrays and attributes are in :mod:`ptyhpc.io.layout`.
 from .hdf5_tilt import ScanMetadata, read_counts, read_scan_metadata, scan_positions
 from .ingest import frames_chunking, geometry_from_metadata, ingest
 from .readers import FORMATS, detect_format, ingest_files
-from .store import StoreError, n_items, open_store, read_geometry, read_item, read_mask, require_result_array
+from .store import (StoreError, n_items, open_store, read_geometry, read_item, read_mask, read_propagation,
+                    require_result_array)
 from .validate import IngestError, check_counts, check_series, validate_files
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "read_geometry",
     "read_item",
     "read_mask",
+    "read_propagation",
     "read_scan_metadata",
     "require_result_array",
     "scan_positions",

@@ -116,7 +116,8 @@ def is_cxi(path: str | PathLike) -> bool:
 
 
 def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = None,
-                  defocus_m: float | None = None):
+                  defocus_m: float | None = None, regime: str | None = None,
+                  focus_to_sample_m: float | None = None):
     """A CXI scan as a :class:`ptyhpc.io.scan.Scan` for :func:`ptyhpc.io.scan.ingest_scans`.
 
     Positions, pixel, distance and wavelength are exactly those of
@@ -128,6 +129,12 @@ def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = N
     path : path-like
     probe_semiangle_rad, defocus_m : float, optional
         Probe model for the ptycho stage (a CXI file has none), rad and m.
+    regime : {"far_field", "near_field"}, optional
+        Propagation regime; CXI 1.6 has no field for it (``detector_1/distance``
+        is the same sample-to-detector distance in both). Default far field.
+    focus_to_sample_m : float, optional
+        Near field with a divergent beam: focus-to-sample distance z1, m (not
+        in CXI either; e.g. 3.65e-3 for the PETRA III P25 scan).
 
     Returns
     -------
@@ -137,10 +144,11 @@ def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = N
     Raises
     ------
     IngestError
-        As :func:`read_cxi`; ``source_1/energy`` disagreeing with the wavelength by more than 0.1 %.
+        As :func:`read_cxi`; ``source_1/energy`` disagreeing with the wavelength by more than 0.1 %;
+        an unknown ``regime``; ``focus_to_sample_m`` not a finite number > 0, or given for the far field.
     """
     from .energy import photon_wavelength  # noqa: PLC0415
-    from .scan import Scan  # noqa: PLC0415
+    from .scan import Scan, scan_propagation  # noqa: PLC0415
 
     path = Path(path)
     cxi = read_cxi(path)
@@ -165,5 +173,8 @@ def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = N
                 "distance": f"{_DET}/distance", "pixel_size": f"{_DET}/basis_vectors",
                 **({"mask": f"{_DET}/mask"} if not cxi.measured.all() else {}),
                 **({"probe_semiangle": "given"} if probe_semiangle_rad is not None else {}),
-                **({"defocus": "given"} if defocus_m is not None else {})},
+                **({"defocus": "given"} if defocus_m is not None else {}),
+                **({"regime": "given"} if regime is not None else {}),
+                **({"focus_to_sample": "given"} if focus_to_sample_m is not None else {})},
+        **scan_propagation(path, regime, focus_to_sample_m, cxi.distance_m),
     )

@@ -18,6 +18,8 @@ Example YAML (every path is inside the scan file)::
     flat: other.h5:/flatfield                    # optional
     probe_semiangle: {value: 2.5, units: mrad}   # optional probe model for the ptycho stage
     defocus: {value: 150, units: um}             # optional
+    regime: near_field                           # far_field (default) | near_field (in-line holograms)
+    focus_to_sample: {value: 3.65, units: mm}    # optional, near field with a divergent (cone) beam
 
 A quantity is a mapping with ``path`` or ``value`` and optional ``units``, or
 shorthand: a string is a path, a number or list a value. Units of a dataset
@@ -90,6 +92,8 @@ class GenericSpec(BaseModel):
     probe_semiangle: Optional[Quantity] = None
     defocus: Optional[Quantity] = None
     tilt_angle: Optional[Quantity] = None
+    regime: Literal["far_field", "near_field"] = "far_field"
+    focus_to_sample: Optional[Quantity] = None
 
     @model_validator(mode="after")
     def _choices(self):
@@ -196,10 +200,11 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
         Spec invalid (see :func:`load_spec`); file missing or not HDF5; a
         dataset missing; frames not 3D/4D or of an unsupported dtype; position
         count ≠ frame count; a position array of the wrong shape; missing,
-        unknown or contradictory units; non-finite values. Messages name the
-        file and the dataset (or spec key).
+        unknown or contradictory units; non-finite values; an unknown
+        ``regime`` or a ``focus_to_sample`` that is not > 0 (or is given for
+        the far field). Messages name the file and the dataset (or spec key).
     """
-    from .scan import Scan  # noqa: PLC0415
+    from .scan import Scan, scan_propagation  # noqa: PLC0415
 
     if not isinstance(spec, GenericSpec):
         spec = load_spec(spec)
@@ -253,6 +258,7 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
         semi, fields["probe_semiangle"] = _value(path, f, spec.probe_semiangle, ANGLE, "probe_semiangle")
         defocus, fields["defocus"] = _value(path, f, spec.defocus, LENGTH, "defocus")
         tilt, fields["tilt_angle"] = _value(path, f, spec.tilt_angle, ANGLE, "tilt_angle")
+        z1, fields["focus_to_sample"] = _value(path, f, spec.focus_to_sample, LENGTH, "focus_to_sample")
         measured = None
         if spec.mask is not None:
             ds = _dataset(path, f, spec.mask, "mask")
@@ -283,7 +289,8 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
                 dtype=dtype, positions_m=pos, radiation=spec.radiation, energy_eV=float(energy),
                 wavelength_m=float(lam), distance_m=distance, pixel_size_m=pixel, measured=measured,
                 tilt_angle_rad=0.0 if tilt is None else tilt, probe_semiangle_rad=semi, defocus_m=defocus,
-                fields=fields)
+                fields={**fields, **({"regime": "spec 'regime'"} if "regime" in spec.model_fields_set else {})},
+                **scan_propagation(path, spec.regime, z1, distance))
     corrections = {"dark": _ref_text(spec.dark, path), "flat": _ref_text(spec.flat, path), "mask_bad": spec.mask_bad}
     return scan, corrections
 

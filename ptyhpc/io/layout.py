@@ -28,6 +28,19 @@ Written by the scan readers (:func:`ptyhpc.io.scan.ingest_scans`; CXI, NXptycho,
                            ``bad_values``), ``mask_from_file`` (field); ``{}`` when nothing was done.
                            Counts are I' = max(I - mean dark, 0) * gain, rounded to the nearest count
                            for integer raw dtypes (the dtype is kept; error <= 0.5 count).
+    ``propagation_regime`` ``"far_field"`` | ``"near_field"`` (:data:`REGIMES`): how the sample's exit
+                           wave reaches the detector. ``far_field`` (Fraunhofer; ``frames`` are centred
+                           diffraction patterns) is the default and what a store without the attribute
+                           means (every store written before it existed). ``near_field``: free-space
+                           (angular spectrum) propagation over ``detector_distance_m``; ``frames`` are
+                           in-line holograms, not shifted. The readers cannot tell from CXI, NXptycho or
+                           generic HDF5 metadata; the user states it at ingest (``--regime``).
+    ``focus_to_sample_m``  float > 0, m, or None: distance z1 from the focus (point source) of a divergent
+                           (cone) beam to the sample, near field only. The ptycho stage then works on the
+                           equivalent parallel-beam geometry of the Fresnel scaling theorem
+                           (:func:`ptyhpc.physics.fresnel_scaling`): object pixel Δ/M and distance z2/M
+                           with M = (z1 + z2)/z1, z2 = ``detector_distance_m``. None (or absent): parallel
+                           beam, object pixel = detector pixel. Check both with :func:`check_propagation`.
     ``geometry``           as below; ``convergence_semiangle_rad`` and ``defocus_m`` are None when
                            neither the file nor the user gave them (CXI and NXptycho files do not
                            carry a probe model), ``scan_step_m`` is the median nearest-neighbour
@@ -50,7 +63,14 @@ Results (``results/<stage>/...``), each with a per-item ``status`` uint8 array
 leaves a result that looks complete and a rerun skips finished items.
 
     ``results/ptycho/object``  (n_items, H, W) complex64; attributes ``pixel_size_m`` and
-                               ``origin_m`` = (y, x) scan-frame position of pixel [0, 0].
+                               ``origin_m`` = (y, x) scan-frame position of pixel [0, 0], and
+                               ``propagation_regime`` (the regime it was reconstructed with).
+    ``results/ptycho`` attributes  ``fft_shape``, ``pixel_size_m``, ``origin_m``, ``propagation_regime``;
+                               near field also ``propagator`` (``"angular_spectrum"``),
+                               ``propagation_distance_m`` (z2/M, or z2 for a parallel beam),
+                               ``magnification`` (M, 1 for a parallel beam) and ``focus_to_sample_m``.
+                               Far field: object pixel = 1/(N Δk) = λ z / (N p); near field: the
+                               (effective) detector pixel p/M, the same for every item and wavelength.
     ``results/ptycho/probe``   (n_items, Ny, Nx) complex64, real-space probe on the FFT grid (Ny, Nx)
                                (the detector padded to ``results/ptycho`` attribute ``fft_shape``),
                                centred at (Ny//2, Nx//2). With ``n_probe_modes`` m > 1 (mixed-state
@@ -76,6 +96,8 @@ leaves a result that looks complete and a rerun skips finished items.
                                reconstructed from (slab tasks read their rows here).
     ``results/tomo`` attributes ``center_px``, ``rotation_axis_x_m``, ``complete`` (written last).
 """
+
+import math
 
 SCHEMA_VERSION = 1
 
@@ -110,3 +132,72 @@ GEOMETRY_KEYS = (
     "scan_origin_m",              # [y, x], m
     "dose_e_per_m2",              # float or None
 )
+
+#: Root attribute: the propagation regime of the scan(s) (absent = :data:`FAR_FIELD`).
+PROPAGATION_REGIME = "propagation_regime"
+#: Root attribute: focus-to-sample distance z1 of a divergent beam, m (None or absent = parallel beam).
+FOCUS_TO_SAMPLE = "focus_to_sample_m"
+#: Root attribute: sample-to-detector distance z2, m (written by the scan readers).
+DETECTOR_DISTANCE = "detector_distance_m"
+FAR_FIELD = "far_field"
+NEAR_FIELD = "near_field"
+#: Values of :data:`PROPAGATION_REGIME`.
+REGIMES = (FAR_FIELD, NEAR_FIELD)
+
+
+def check_propagation(regime: str | None = None, focus_to_sample_m: float | None = None,
+                      detector_distance_m: float | None = None) -> tuple[str, float | None]:
+    """Check and normalise the propagation metadata of a scan or store.
+
+    Parameters
+    ----------
+    regime : {"far_field", "near_field"} or None
+        None means ``"far_field"`` (stores written before the attribute existed).
+    focus_to_sample_m : float or None
+        z1, m; near field only (None: parallel beam).
+    detector_distance_m : float or None
+        z2, m; required (finite, > 0) for the near field, which propagates over it.
+
+    Returns
+    -------
+    regime : str
+        One of :data:`REGIMES`.
+    focus_to_sample_m : float or None
+
+    Raises
+    ------
+    ValueError
+        Unknown regime; a focus distance or detector distance that is not a
+        finite number > 0; a focus distance given for the far field (it would
+        be ignored, which hides a forgotten ``near_field``); near field without
+        a detector distance.
+    """
+    regime = FAR_FIELD if regime is None else regime
+    if regime not in REGIMES:
+        raise ValueError(f"{PROPAGATION_REGIME}: unknown regime {regime!r}; use one of {', '.join(REGIMES)}")
+    if focus_to_sample_m is not None:
+        z1 = _positive(FOCUS_TO_SAMPLE, focus_to_sample_m)
+        if regime == FAR_FIELD:
+            raise ValueError(f"{FOCUS_TO_SAMPLE} = {z1} m is only used in the near field (Fresnel scaling of a "
+                             f"divergent beam); set {PROPAGATION_REGIME} to {NEAR_FIELD!r} (--regime near_field) "
+                             "or leave the focus distance out")
+        focus_to_sample_m = z1
+    if regime == NEAR_FIELD:
+        if detector_distance_m is None:
+            raise ValueError(f"{PROPAGATION_REGIME} {NEAR_FIELD!r} needs {DETECTOR_DISTANCE} "
+                             "(sample-to-detector distance, m)")
+        _positive(DETECTOR_DISTANCE, detector_distance_m)
+    return regime, focus_to_sample_m
+
+
+def _positive(name: str, value) -> float:
+    """``value`` as a float when it is a finite number > 0 (m); ValueError naming ``name`` otherwise."""
+    try:
+        if isinstance(value, (bool, str)):
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a distance in m, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: must be a finite distance > 0 (m), got {value!r}")
+    return v

@@ -37,7 +37,10 @@ detector without rotation in its own transformations).
 
 The probe model (convergence semi-angle, defocus) is not part of NXptycho:
 pass it to :func:`read_nexus_scans` when the ptycho stage should build its
-initial probe from it.
+initial probe from it. Nor is the propagation regime (NXptycho describes far-field
+ptychography; ``NXdetector/distance`` is the sample-to-detector distance in
+either regime): pass ``regime="near_field"`` (and ``focus_to_sample_m`` for a
+divergent beam) for near-field scans.
 
 Reference: NeXus application definitions NXptycho / NXcxi_ptycho (NIAC,
 https://manual.nexusformat.org), base classes NXbeam, NXdetector,
@@ -228,7 +231,8 @@ def _sample_translation(path: Path, sample: h5py.Group, n: int) -> tuple[np.ndar
 
 
 def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
-                     probe_semiangle_rad: float | None = None, defocus_m: float | None = None) -> list:
+                     probe_semiangle_rad: float | None = None, defocus_m: float | None = None,
+                     regime: str | None = None, focus_to_sample_m: float | None = None) -> list:
     """Read and check every NXptycho entry of a NeXus file (frames are read later, at ingest).
 
     Parameters
@@ -239,6 +243,10 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
         Overrides (or stands in for a missing) ``NXsource/probe``.
     probe_semiangle_rad, defocus_m : float, optional
         Probe model for the ptycho stage's initial probe, rad and m.
+    regime : {"far_field", "near_field"}, optional
+        Propagation regime of every entry (default far field).
+    focus_to_sample_m : float, optional
+        Near field with a divergent beam: focus-to-sample distance z1, m.
 
     Returns
     -------
@@ -253,10 +261,11 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
         File missing or not HDF5; no NXptycho entry; a required group or
         field missing; a field without ``units`` or with units of the wrong
         kind; frames not 3D/4D or of an unsupported dtype; position count ≠
-        frame count; non-finite values; mask of the wrong shape. Messages
-        name the file and the field.
+        frame count; non-finite values; mask of the wrong shape; an unknown
+        ``regime`` or a ``focus_to_sample_m`` that is not > 0 (or is given for
+        the far field). Messages name the file and the field.
     """
-    from .scan import Scan  # noqa: PLC0415
+    from .scan import Scan, scan_propagation  # noqa: PLC0415
 
     path = Path(path)
     if not path.is_file():
@@ -322,7 +331,8 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
                     raise IngestError(f"{path}: {pm.name}: shape {pm.shape} differs from the detector's {det_shape}")
                 measured = np.asarray(pm[()]) == 0
                 fields["mask"] = pm.name
-            fields.update({k: "given" for k, v in (("probe_semiangle", probe_semiangle_rad), ("defocus", defocus_m))
+            fields.update({k: "given" for k, v in (("probe_semiangle", probe_semiangle_rad), ("defocus", defocus_m),
+                                                    ("regime", regime), ("focus_to_sample", focus_to_sample_m))
                            if v is not None})
             dname = data.name
             scans.append(Scan(
@@ -332,6 +342,7 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
                 pixel_size_m=(float(px_y), float(px_x)), measured=measured, tilt_angle_rad=tilt,
                 probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m, fields=fields,
                 entry=entry.name.lstrip("/") if len(entries) > 1 else "",
+                **scan_propagation(path, regime, focus_to_sample_m, float(distance)),
             ))
     return scans
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import h5py
 
+from .layout import REGIMES
 from .validate import IngestError
 
 __all__ = ["FORMATS", "detect_format", "ingest_files"]
@@ -70,6 +71,7 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
                  spec=None, dark: str | None = None, flat: str | None = None, mask: str | None = None,
                  mask_bad: str | None = None, radiation: str | None = None,
                  probe_semiangle_rad: float | None = None, defocus_m: float | None = None,
+                 regime: str | None = None, focus_to_sample_m: float | None = None,
                  kind: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
     """Validate raw files of any supported format and write them into a new store.
 
@@ -92,6 +94,14 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
         For NeXus files without ``NXsource/probe``.
     probe_semiangle_rad, defocus_m : float, optional
         Probe model recorded in the store's geometry (overrides the spec's).
+    regime : {"far_field", "near_field"}, optional
+        Propagation regime recorded in the store (``propagation_regime``,
+        :mod:`ptyhpc.io.layout`); None: the spec's (generic) or far field. No
+        format says it, so near-field scans need it; a far-field ingest whose
+        geometry looks near-field warns (:class:`ptyhpc.io.scan.NearFieldWarning`).
+    focus_to_sample_m : float, optional
+        Near field with a divergent beam: focus-to-sample distance z1, m
+        (``focus_to_sample_m``; overrides the spec's). None: parallel beam.
     kind : {"auto", "tilt_series", "energy_stack"}
         ``hdf5-tilt`` only (as :func:`ptyhpc.io.ingest` / :func:`~ptyhpc.io.energy.ingest_energy_stack`).
     overwrite, progress : bool
@@ -105,8 +115,10 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
     ------
     IngestError
         Unknown format; no files; a spec with a non-generic format or a
-        generic format without one; corrections or probe options given for
-        ``hdf5-tilt`` files (not supported there); anything a reader or
+        generic format without one; corrections, probe or regime options given
+        for ``hdf5-tilt`` files (not supported there); an unknown ``regime``, a
+        ``focus_to_sample_m`` that is not a finite number > 0 or is given without
+        ``regime="near_field"``; anything a reader or
         :func:`ptyhpc.io.scan.ingest_scans` rejects.
     """
     from .scan import Corrections, ingest_scans  # noqa: PLC0415
@@ -121,9 +133,13 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
         fmt = "generic" if spec is not None else detect_format(files[0])
     if spec is not None and fmt != "generic":
         raise IngestError(f"--spec is for --format generic, not {fmt}")
+    if regime is not None and regime not in REGIMES:
+        # Checked again per scan; here so that the message names the option before any file is read.
+        raise IngestError(f"--regime must be one of {', '.join(REGIMES)}, got {regime!r}")
     if fmt == "hdf5-tilt":
         extra = {"--dark": dark, "--flat": flat, "--mask": mask, "--radiation": radiation,
-                 "--probe-semiangle": probe_semiangle_rad, "--defocus": defocus_m}
+                 "--probe-semiangle": probe_semiangle_rad, "--defocus": defocus_m, "--regime": regime,
+                 "--focus-to-sample-m": focus_to_sample_m}
         given = [k for k, v in extra.items() if v is not None]
         if given:
             raise IngestError(f"{', '.join(given)}: not supported for hdf5-tilt files (their metadata carry the "
@@ -144,13 +160,14 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
     if fmt == "cxi":
         from .cxi import read_cxi_scan  # noqa: PLC0415
 
-        scans = [read_cxi_scan(f, probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m) for f in files]
+        scans = [read_cxi_scan(f, probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m, regime=regime,
+                               focus_to_sample_m=focus_to_sample_m) for f in files]
     elif fmt == "nexus":
         from .nexus import read_nexus_scans  # noqa: PLC0415
 
         for f in files:
             scans += read_nexus_scans(f, radiation=radiation, probe_semiangle_rad=probe_semiangle_rad,
-                                      defocus_m=defocus_m)
+                                      defocus_m=defocus_m, regime=regime, focus_to_sample_m=focus_to_sample_m)
     else:
         from .generic import load_spec, read_generic_scan  # noqa: PLC0415
 
@@ -159,6 +176,7 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
         if radiation is not None:
             raise IngestError("--radiation: give 'radiation' in the generic spec")
         spec = spec if not isinstance(spec, (str, PathLike)) else load_spec(spec)
+        spec = _with_propagation(load_spec(spec) if isinstance(spec, dict) else spec, regime, focus_to_sample_m)
         for f in files:
             scan, spec_corr = read_generic_scan(f, spec)
             if probe_semiangle_rad is not None:
@@ -177,3 +195,15 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
                               mask=ref(mask, None),
                               mask_bad=mask_bad or spec_corr.get("mask_bad") or "nonzero")
     return ingest_scans(scans, store_path, corrections=corrections, overwrite=overwrite, progress=progress)
+
+
+def _with_propagation(spec, regime: str | None, focus_to_sample_m: float | None):
+    """``spec`` with the command line's regime and focus distance (when given) in place of its own."""
+    from .generic import Quantity  # noqa: PLC0415
+
+    update = {}
+    if regime is not None:
+        update["regime"] = regime
+    if focus_to_sample_m is not None:
+        update["focus_to_sample"] = Quantity(value=focus_to_sample_m)
+    return spec.model_copy(update=update) if update else spec

@@ -19,6 +19,7 @@ ingest does (:func:`ptyhpc.io.ingest.commit_store`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -29,10 +30,20 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from . import detector as det
-from .layout import DETECTOR_MASK, FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FAR_FIELD, FOCUS_TO_SAMPLE, FRAMES, GEOMETRY_KEYS, POSITIONS,
+                     PROPAGATION_REGIME, SCHEMA_VERSION, TILT_ANGLE, check_propagation)
 from .validate import SUPPORTED_DTYPES, IngestError, check_counts
 
-__all__ = ["Scan", "Corrections", "ingest_scans", "estimate_scan_step"]
+__all__ = ["Scan", "Corrections", "ingest_scans", "estimate_scan_step", "NearFieldWarning", "far_field_window_ratio",
+           "scan_propagation"]
+
+#: Scan step / far-field field of view λz/p above which :func:`ingest_scans` warns that far-field data
+#: look like near-field data (see :func:`far_field_window_ratio`).
+FAR_FIELD_WINDOW_LIMIT = 0.5
+
+
+class NearFieldWarning(UserWarning):
+    """A scan ingested as far field whose geometry fits far-field ptychography badly (probably near field)."""
 
 
 @dataclass
@@ -75,6 +86,11 @@ class Scan:
         Where each quantity came from (field name or ``"given"``), kept in the store attrs.
     entry : str
         Entry inside the file (``""`` when the file has one scan).
+    regime : {"far_field", "near_field"}
+        Propagation regime (:data:`ptyhpc.io.layout.REGIMES`); the formats do not
+        say, the user does (default far field).
+    focus_to_sample_m : float or None
+        Near field with a divergent beam: focus-to-sample distance z1, m (None: parallel beam).
     """
 
     path: Path
@@ -96,6 +112,8 @@ class Scan:
     polarisation: str = "unknown"
     fields: dict = field(default_factory=dict)
     entry: str = ""
+    regime: str = FAR_FIELD
+    focus_to_sample_m: float | None = None
 
     @property
     def name(self) -> str:
@@ -137,7 +155,9 @@ def check_scan(scan: Scan) -> None:
     Raises
     ------
     IngestError
-        Message ``<file>: <field>: ...`` using ``scan.fields`` for the field names.
+        Message ``<file>: <field>: ...`` using ``scan.fields`` for the field names;
+        an unknown regime or a focus distance that is not a finite number > 0
+        (:func:`ptyhpc.io.layout.check_propagation`; normalises ``scan.regime``).
     """
     f = scan.fields
     name = scan.name
@@ -170,6 +190,81 @@ def check_scan(scan: Scan) -> None:
     if scan.measured is not None and tuple(scan.measured.shape) != tuple(scan.detector_shape):
         raise IngestError(f"{name}: {f.get('mask', 'mask')}: shape {scan.measured.shape} differs from the "
                           f"detector's {scan.detector_shape}")
+    try:
+        scan.regime, scan.focus_to_sample_m = check_propagation(scan.regime, scan.focus_to_sample_m, scan.distance_m)
+    except ValueError as exc:
+        raise IngestError(f"{name}: {exc}") from None
+
+
+def scan_propagation(where, regime: str | None, focus_to_sample_m: float | None, distance_m: float) -> dict:
+    """The :class:`Scan` keyword arguments ``regime`` and ``focus_to_sample_m``, checked at the door.
+
+    For the readers: the user's options (None: far field, parallel beam) are
+    checked when the file is read, before anything is written.
+
+    Parameters
+    ----------
+    where : str or path
+        File (or file:entry) named in the message.
+    regime : {"far_field", "near_field"} or None
+    focus_to_sample_m : float or None
+        m.
+    distance_m : float
+        The file's sample-to-detector distance, m.
+
+    Raises
+    ------
+    IngestError
+        As :func:`ptyhpc.io.layout.check_propagation` (a ``ValueError``).
+    """
+    try:
+        regime, focus_to_sample_m = check_propagation(regime, focus_to_sample_m, distance_m)
+    except ValueError as exc:
+        raise IngestError(f"{where}: {exc}") from None
+    return {"regime": regime, "focus_to_sample_m": focus_to_sample_m}
+
+
+def far_field_window_ratio(scan: Scan) -> float:
+    """Scan step over the far-field field of view, s·p/(λz): small (≲ 0.2) for far-field data.
+
+    In far-field ptychography the object pixel is λz/(Np), so the
+    reconstruction window (which must hold the whole probe) is λz/p wide, and
+    successive probe positions must overlap inside it: the step s is a
+    fraction of the probe diameter a ≤ λz/p (a ≤ λz/(2p) with the usual
+    twofold oversampling), hence s/(λz/p) is typically 0.02–0.2. A ratio
+    above 0.5 needs a probe filling the whole window and still overlaps
+    neighbours by less than half its width (Bunk et al., Ultramicroscopy
+    108, 481 (2008): ≳ 60 % overlap for reliable reconstructions). Near-field data
+    (holograms of a field the size of the detector, possibly magnified by a
+    cone beam) scan in steps that are large on that scale: the PETRA III P25
+    scan gives 0.60. The plain Fresnel number of the step, s²/(λz), cannot
+    tell the regimes apart here: for a cone beam the distance that counts is
+    z2/M, and M needs the focus distance, which the files do not give
+    (PETRA: s²/(λz) = 0.013 looks far field, s²/(λz/M) = 4 is near field).
+
+    Returns
+    -------
+    float
+        s · max(p_y, p_x) / (λ z), with s the median nearest-neighbour step
+        (:func:`estimate_scan_step`); 0 for a single position.
+    """
+    step = estimate_scan_step(np.asarray(scan.positions_m, dtype=np.float64))
+    return step * max(scan.pixel_size_m) / (scan.wavelength_m * scan.distance_m)
+
+
+def _warn_if_near_field(scan: Scan) -> None:
+    """Warn (never switch) when a far-field scan looks like near-field data (:func:`far_field_window_ratio`)."""
+    if scan.regime != FAR_FIELD:
+        return
+    ratio = far_field_window_ratio(scan)
+    if ratio > FAR_FIELD_WINDOW_LIMIT:
+        window = scan.wavelength_m * scan.distance_m / max(scan.pixel_size_m)
+        warnings.warn(
+            f"{scan.name}: ingested as far field, but the scan step ({estimate_scan_step(scan.positions_m):.3g} m) "
+            f"is {ratio:.2f} of the far-field field of view lambda*z/p = {window:.3g} m; far-field probes that "
+            "overlap must be much smaller than that. This looks like near-field (or cone-beam) data, which a "
+            "far-field reconstruction gets wrong: if so, ingest with --regime near_field [--focus-to-sample-m Z1] "
+            "(regime='near_field', focus_to_sample_m=...).", NearFieldWarning, stacklevel=3)
 
 
 def estimate_scan_step(positions: np.ndarray) -> float:
@@ -189,6 +284,9 @@ def _check_together(scans: Sequence[Scan]) -> str:
             if getattr(s, attr) != getattr(ref, attr):
                 raise IngestError(f"{s.name}: {attr} {getattr(s, attr)} differs from {getattr(ref, attr)} in "
                                   f"{ref.name}; one store holds scans of one shape and kind")
+        if (s.regime, s.focus_to_sample_m) != (ref.regime, ref.focus_to_sample_m):
+            raise IngestError(f"{s.name}: propagation {s.regime} (focus to sample {s.focus_to_sample_m} m) differs "
+                              f"from {ref.regime} ({ref.focus_to_sample_m} m) in {ref.name}; one store has one regime")
         for attr in ("distance_m", "pixel_size_m"):
             if not np.allclose(getattr(s, attr), getattr(ref, attr), rtol=1e-9, atol=0):
                 raise IngestError(f"{s.name}: {s.fields.get(attr[:-2], attr)}: {getattr(s, attr)} differs from "
@@ -260,8 +358,9 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     ------
     IngestError
         Store exists (without ``overwrite``); no scans; a scan failing
-        :func:`check_scan`; scans that cannot share a store (shapes, geometry,
-        duplicate energies or angles); bad dark/flat/mask; NaN/inf or
+        :func:`check_scan` (including an unknown regime or a focus distance
+        that is not > 0); scans that cannot share a store (shapes, geometry,
+        regime, duplicate energies or angles); bad dark/flat/mask; NaN/inf or
         negative counts on measured pixels (found while copying: the partial
         store is removed). Nothing is left at ``store_path`` on error.
 
@@ -270,12 +369,22 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     Besides the arrays of every store (``frames``, ``positions``,
     ``tilt_angle``; :mod:`ptyhpc.io.layout`), writes ``detector_mask`` and
     the root attributes ``source_format``, ``detector_distance_m``,
-    ``detector_pixel_size_m``, ``preprocessing``; an ``energy_stack`` also
+    ``detector_pixel_size_m``, ``propagation_regime``, ``focus_to_sample_m``,
+    ``preprocessing``; an ``energy_stack`` also
     gets its per-item arrays and ``polarisation`` labels
     (:mod:`ptyhpc.io.energy`). ``geometry`` holds item 0's values;
     ``convergence_semiangle_rad`` and ``defocus_m`` are None unless given,
     ``scan_step_m`` is :func:`estimate_scan_step`, ``scan_origin_m`` the
     first position.
+
+    A far-field scan whose step is large on the far-field scale
+    (:func:`far_field_window_ratio` > 0.5) is still ingested as far field
+    but triggers a :class:`NearFieldWarning`: the regime is the user's to state.
+
+    Warns
+    -----
+    NearFieldWarning
+        As above.
     """
     from rich.progress import Progress  # noqa: PLC0415
 
@@ -291,6 +400,7 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     for s in scans:
         check_scan(s)
     kind = _check_together(scans)
+    _warn_if_near_field(scans[0])
     if kind == ENERGY_STACK:
         scans.sort(key=lambda s: (s.energy_eV, s.polarisation))
     else:
@@ -332,7 +442,9 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
             "source_files": [str(s.path.resolve()) + (f":{s.entry}" if s.entry else "") for s in scans],
             "source_format": ref.source_format,
             "source_fields": [s.fields for s in scans],
-            "detector_distance_m": float(ref.distance_m),
+            DETECTOR_DISTANCE: float(ref.distance_m),
+            PROPAGATION_REGIME: ref.regime,
+            FOCUS_TO_SAMPLE: ref.focus_to_sample_m,
             "detector_pixel_size_m": [float(v) for v in ref.pixel_size_m],
             "preprocessing": prep,
         }

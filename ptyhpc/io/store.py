@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .layout import DETECTOR_MASK, FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FOCUS_TO_SAMPLE, FRAMES, GEOMETRY_KEYS, POSITIONS,
+                     PROPAGATION_REGIME, SCHEMA_VERSION, TILT_ANGLE, check_propagation)
 
-__all__ = ["StoreError", "open_store", "read_geometry", "n_items", "read_item", "read_mask",
+__all__ = ["StoreError", "open_store", "read_geometry", "read_propagation", "n_items", "read_item", "read_mask",
            "require_result_array"]
 
 
@@ -97,6 +98,32 @@ def read_geometry(group: zarr.Group) -> dict:
     if missing:
         raise StoreError(f"{_where(group)}: geometry: missing key(s) {missing}")
     return dict(geometry)
+
+
+def read_propagation(group: zarr.Group) -> dict:
+    """The propagation regime of a store (:data:`ptyhpc.io.layout.PROPAGATION_REGIME` and friends).
+
+    Returns
+    -------
+    dict
+        ``regime`` (``"far_field"`` when the store has no such attribute: every
+        store written before it existed is far field), ``focus_to_sample_m``
+        (float or None: parallel beam), ``detector_distance_m`` (float, m, or
+        None when the store has none, e.g. the per-item HDF5 ingests).
+
+    Raises
+    ------
+    StoreError
+        Unknown regime, or distances that are not finite and > 0 (message of
+        :func:`ptyhpc.io.layout.check_propagation`, with the store's path).
+    """
+    attrs = group.attrs
+    z2 = attrs.get(DETECTOR_DISTANCE)
+    try:
+        regime, z1 = check_propagation(attrs.get(PROPAGATION_REGIME), attrs.get(FOCUS_TO_SAMPLE), z2)
+    except ValueError as exc:
+        raise StoreError(f"{_where(group)}: {exc}") from None
+    return {"regime": regime, "focus_to_sample_m": z1, "detector_distance_m": None if z2 is None else float(z2)}
 
 
 def n_items(group: zarr.Group) -> int:

@@ -12,6 +12,13 @@ a ``GPU`` worker resource when they will run on CuPy (one task per GPU), and
 an energy stack gets one object pixel size per item (it scales with the
 wavelength). An optional warm start seeds an item's probe from a finished
 neighbour.
+
+The store's propagation regime (:func:`ptyhpc.io.read_propagation`) picks
+the physics: far field (a unitary FFT, object pixel λz/(Np)) or near field
+(:class:`ptyhpc.ptycho.propagators.NearField`, angular spectrum, on the
+equivalent parallel-beam geometry of :func:`ptyhpc.physics.fresnel_scaling`
+when the store gives a focus-to-sample distance; object pixel = effective
+detector pixel), as ``examples/petra_nearfield.py`` does by hand.
 """
 
 from __future__ import annotations
@@ -26,13 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..io import layout, open_store, read_geometry, read_item, read_mask, require_result_array
+from ..io import layout, open_store, read_geometry, read_item, read_mask, read_propagation, require_result_array
 from ..io.store import StoreError
 from ..io.energy import ENERGY_STACK, item_geometry, item_groups
-from ..physics import electron_probe
+from ..physics import electron_probe, fresnel_scaling
 from ..ptycho.chain import reconstruct_chain, validate_stages
 from ..ptycho.engines import ENGINES, probe_from_mean_pattern, reconstruct
 from ..ptycho.operators import ScanGeometry
+from ..ptycho.propagators import NearField
 
 __all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
            "task_resources", "warm_start_sources", "ItemsFailedError"]
@@ -221,18 +229,77 @@ class ObjectGrid:
     extra: dict = field(default_factory=dict)
 
 
+#: The near-field propagator model the stage uses (exact; its paraxial limit "fresnel" differs by πλ³z|k|⁴/4).
+NEAR_FIELD_MODEL = "angular_spectrum"
+
+
+def propagation_geometry(group) -> dict:
+    """How the stage propagates a store's exit waves to the detector.
+
+    Returns
+    -------
+    dict
+        ``propagation_regime`` (``"far_field"`` | ``"near_field"``). Near field
+        also: ``propagator`` (:data:`NEAR_FIELD_MODEL`), ``pixel_size_m`` (y, x)
+        the object pixel in the sample plane, ``propagation_distance_m``,
+        ``magnification`` and ``focus_to_sample_m`` (None: parallel beam). With
+        a focus distance z1 these are the Fresnel-scaled values Δ/M, z2/M,
+        M = (z1 + z2)/z1 (Paganin, *Coherent X-Ray Optics* (2006), eqs.
+        2.41–2.44, :func:`ptyhpc.physics.fresnel_scaling`); without one the
+        detector pixel, z2 and 1 (parallel beam: the detector images the
+        sample plane at 1:1). All m.
+
+    Raises
+    ------
+    StoreError
+        Bad regime metadata (:func:`ptyhpc.io.read_propagation`); a near-field
+        store without ``detector_pixel_size_m``.
+    """
+    prop = read_propagation(group)
+    if prop["regime"] == layout.FAR_FIELD:
+        return {"propagation_regime": layout.FAR_FIELD}
+    det_px = group.attrs.get("detector_pixel_size_m")
+    if det_px is None:
+        raise StoreError(f"{str(group.store).removeprefix('file://')}: {layout.PROPAGATION_REGIME} is near_field but "
+                         "detector_pixel_size_m is missing (ingest with a scan reader: cxi, nexus, generic)")
+    det_px = tuple(float(v) for v in det_px)
+    z1, z2 = prop["focus_to_sample_m"], prop["detector_distance_m"]
+    if z1 is None:
+        px, z, mag = det_px, z2, 1.0
+    else:
+        px, z, mag = fresnel_scaling(det_px, z1, z2)
+    return {"propagation_regime": layout.NEAR_FIELD, "propagator": NEAR_FIELD_MODEL,
+            "pixel_size_m": [float(v) for v in px], "propagation_distance_m": float(z),
+            "magnification": float(mag), "focus_to_sample_m": z1}
+
+
 def object_grid(group, params: PtychoParams) -> ObjectGrid:
-    """Common object grid of a store: pixel 1/(N Δk), covering every item's scan.
+    """Common object grid of a store, covering every item's scan.
+
+    Far field: pixel 1/(N Δk) on an FFT grid padded to ``fft_size`` (or the
+    next fast length). Near field: the (effective) detector pixel of
+    :func:`propagation_geometry` on the detector grid itself (near-field images
+    are not padded). ``extra`` holds :func:`propagation_geometry`.
 
     Raises
     ------
     ValueError
-        ``fft_size`` smaller than the detector.
+        ``fft_size`` smaller than the detector; near field with an ``fft_size``
+        other than the detector's.
     """
     import scipy.fft  # noqa: PLC0415
 
     geom = read_geometry(group)
     det = group[layout.FRAMES].shape[2:]
+    prop = propagation_geometry(group)
+    pos = np.asarray(group[layout.POSITIONS][...]).reshape(-1, 2)
+    if prop["propagation_regime"] == layout.NEAR_FIELD:
+        if params.fft_size and (params.fft_size, params.fft_size) != tuple(det):
+            raise ValueError(f"ptycho.fft_size {params.fft_size}: near-field data are not padded; leave it 0 "
+                             f"(the detector grid {tuple(det)})")
+        fft_shape = tuple(int(n) for n in det)
+        g = ScanGeometry.from_positions(pos, fft_shape, tuple(prop["pixel_size_m"]))
+        return ObjectGrid(fft_shape, g.pixel_size_m, g.origin_m, g.object_shape, extra=prop)
     if params.fft_size:
         if params.fft_size < max(det):
             raise ValueError(f"fft_size {params.fft_size} is smaller than the detector {det}")
@@ -241,18 +308,18 @@ def object_grid(group, params: PtychoParams) -> ObjectGrid:
         fft_shape = tuple(scipy.fft.next_fast_len(int(n)) for n in det)
     dk = geom["reciprocal_sampling_inv_m"]
     px = (1.0 / (fft_shape[0] * dk[0]), 1.0 / (fft_shape[1] * dk[1]))
-    pos = np.asarray(group[layout.POSITIONS][...]).reshape(-1, 2)
     g = ScanGeometry.from_positions(pos, fft_shape, px)
-    return ObjectGrid(fft_shape, g.pixel_size_m, g.origin_m, g.object_shape)
+    return ObjectGrid(fft_shape, g.pixel_size_m, g.origin_m, g.object_shape, extra=prop)
 
 
 def item_grids(group, params: PtychoParams) -> list[ObjectGrid]:
     """One object grid per item.
 
     A tilt series has one grid for all items (:func:`object_grid`). In an
-    energy stack the pixel 1/(N Δk_i) = λ_i z / (N p) follows each item's
+    energy stack the far-field pixel 1/(N Δk_i) = λ_i z / (N p) follows each item's
     wavelength: every item gets its own pixel size and origin, on an object
-    array of the largest item's shape so that the results still stack.
+    array of the largest item's shape so that the results still stack. The
+    near-field pixel does not depend on the wavelength: one grid for all.
 
     Returns
     -------
@@ -261,7 +328,7 @@ def item_grids(group, params: PtychoParams) -> list[ObjectGrid]:
     """
     n = group[layout.FRAMES].shape[0]
     common = object_grid(group, params)
-    if group.attrs.get("kind") != ENERGY_STACK:
+    if group.attrs.get("kind") != ENERGY_STACK or common.extra["propagation_regime"] == layout.NEAR_FIELD:
         return [common] * n
     pos_all = np.asarray(group[layout.POSITIONS][...])
     own = []
@@ -270,10 +337,23 @@ def item_grids(group, params: PtychoParams) -> list[ObjectGrid]:
         px = (1.0 / (common.fft_shape[0] * dk[0]), 1.0 / (common.fft_shape[1] * dk[1]))
         own.append(ScanGeometry.from_positions(pos_all[i], common.fft_shape, px))
     shape = tuple(max(g.object_shape[k] for g in own) for k in range(2))
-    return [ObjectGrid(common.fft_shape, g.pixel_size_m, g.origin_m, shape) for g in own]
+    return [ObjectGrid(common.fft_shape, g.pixel_size_m, g.origin_m, shape, extra=common.extra) for g in own]
 
 
-def _initial_probe(geom: dict, grid: ObjectGrid, intensity: float, xp, frames=None):
+def _near_field(group, grid: ObjectGrid, wavelength_m: float, xp=np) -> NearField | None:
+    """The item's near-field propagator on ``grid`` (None in the far field), built for ``xp``."""
+    prop = propagation_geometry(group)
+    if prop["propagation_regime"] != layout.NEAR_FIELD:
+        return None
+    return NearField(tuple(grid.fft_shape), tuple(grid.pixel_size_m), float(wavelength_m),
+                     prop["propagation_distance_m"], model=prop["propagator"], xp=xp)
+
+
+def _initial_probe(geom: dict, grid: ObjectGrid, intensity: float, xp, frames=None, near_field=None):
+    if near_field is not None:
+        # Near field: the mean image back-propagated to the sample (a probe model of a focused beam
+        # would need the cone's curvature, which the Fresnel-scaled geometry has removed).
+        return xp.asarray(probe_from_mean_pattern(frames, propagator=near_field))
     if geom.get("convergence_semiangle_rad") is None and frames is not None:
         # No probe model in the store (CXI / NXptycho ingest): the mean pattern, flat phase.
         return xp.asarray(probe_from_mean_pattern(frames, fft_shape=grid.fft_shape))
@@ -282,8 +362,10 @@ def _initial_probe(geom: dict, grid: ObjectGrid, intensity: float, xp, frames=No
                           Cs=geom.get("Cs_m", 0.0) or 0.0, intensity=intensity, xp=xp)
 
 
-def _probe_fourier_mask(geom: dict, grid: ObjectGrid, factor: float):
-    if not factor or geom.get("convergence_semiangle_rad") is None:
+def _probe_fourier_mask(geom: dict, grid: ObjectGrid, factor: float, near_field: bool = False):
+    # The aperture bounds a far-field probe's angles; a Fresnel-scaled near-field probe has its
+    # cone removed, so the mask would cut the wrong spectrum there.
+    if not factor or geom.get("convergence_semiangle_rad") is None or near_field:
         return None
     ky = np.fft.fftfreq(grid.fft_shape[0], d=grid.pixel_size_m[0])[:, None]
     kx = np.fft.fftfreq(grid.fft_shape[1], d=grid.pixel_size_m[1])[None, :]
@@ -314,7 +396,12 @@ def _item_grid(group, item: int) -> ObjectGrid:
     px, origin = obj.attrs["pixel_size_m"], obj.attrs["origin_m"]
     if np.ndim(px) == 2:  # energy stack: one (y, x) pair per item
         px, origin = px[item], origin[item]
-    return ObjectGrid(tuple(res.attrs["fft_shape"]), tuple(px), tuple(origin), tuple(obj.shape[1:]))
+    grid = ObjectGrid(tuple(res.attrs["fft_shape"]), tuple(px), tuple(origin), tuple(obj.shape[1:]))
+    # Results prepared for another regime (the store's attributes edited since) would mix the physics.
+    made, now = res.attrs.get(layout.PROPAGATION_REGIME, layout.FAR_FIELD), read_propagation(group)["regime"]
+    if made != now:
+        raise StoreError(f"results/ptycho were prepared for {made}, the store now says {now}; delete results/ptycho")
+    return grid
 
 
 def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, init_probe_from: int | None = None,
@@ -376,8 +463,9 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
             frames[:, ~mask] = 0
         xp = backend.get_xp(params.backend)
         intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
+        near = _near_field(group, grid, geom["wavelength_m"])   # NumPy, for the initial probe
         if init_probe_from is None:
-            probe = _initial_probe(geom, grid, intensity, xp, frames)
+            probe = _initial_probe(geom, grid, intensity, xp, frames, near_field=near)
         else:
             if int(group[layout.PTYCHO_STATUS][init_probe_from]) != 1:
                 raise RuntimeError(f"warm start of item {item}: source item {init_probe_from} is not finished")
@@ -387,10 +475,12 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
             probe = xp.asarray((src * scale).astype(np.complex64))
         common = dict(
             params.engine_kwargs(), mask=mask,
-            probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor),
+            probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor, near is not None),
             origin_m=grid.origin_m, object_shape=grid.object_shape, fft_shape=grid.fft_shape,
             seed=params.seed + item, xp=xp,
         )
+        if near is not None:
+            common["propagator"] = _near_field(group, grid, geom["wavelength_m"], xp)
         tc = time.perf_counter()
         if params.engine == "chain":
             result = reconstruct_chain(frames, positions, probe, grid.pixel_size_m, params.stages, **common)
@@ -416,10 +506,17 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     Raises
     ------
     StoreError
-        Existing results were made with another grid or iteration count.
+        Existing results were made with another grid, iteration count or
+        propagation regime.
     """
     grids = item_grids(group, params)
     grid = grids[0]
+    prop = dict(grid.extra)
+    prop.pop("pixel_size_m", None)   # the object's own pixel_size_m is the one to use
+    made = getattr(group.get(layout.PTYCHO), "attrs", {}).get(layout.PROPAGATION_REGIME)
+    if made is not None and made != prop["propagation_regime"]:
+        raise StoreError(f"{layout.PTYCHO}: made for {made}, the store is now {prop['propagation_regime']}; "
+                         "delete results/ptycho to reconstruct again")
     n = group[layout.FRAMES].shape[0]
     H, W = grid.object_shape
     Ny, Nx = grid.fft_shape
@@ -450,8 +547,12 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     require_result_array(group, layout.PTYCHO_ILLUMINATION, (n, H, W), "float32", (1, H, W), attrs=attrs)
     require_result_array(group, layout.PTYCHO_STATUS, (n,), "uint8", (1,),
                          attrs={"meaning": "0 = pending, 1 = done"})
+    # The regime and its geometry, so that a reader of the results knows the physics behind them;
+    # not compared on a rerun (stores with results from before this attribute must still resume),
+    # but this function and :func:`_item_grid` refuse results prepared for the other regime.
     res = group[layout.PTYCHO]
-    res.attrs.update({"fft_shape": list(grid.fft_shape), **attrs})
+    res.attrs.update({"fft_shape": list(grid.fft_shape), **attrs, **prop})
+    group[layout.PTYCHO_OBJECT].attrs[layout.PROPAGATION_REGIME] = prop["propagation_regime"]
     return grid
 
 
