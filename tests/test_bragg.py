@@ -398,3 +398,22 @@ def test_ptyhpc_bragg_command_plans_the_seed_geometry():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert not out["satisfied"] and out["upsampling"] == plan(LAM, np.deg2rad(43.9), 4e-6, 500e-9,
                                                                 np.deg2rad(0.005))["upsampling"]
+
+
+def test_batch_exchange_choice_and_errors():
+    """Serial runs use the message exchange (a no-op); an unknown mode is refused at the door."""
+    from ptyhpc.bragg.comm import MessageExchange, batch_exchange, row_edges
+
+    boxes = [(slice(0, 4), slice(0, 3), slice(0, 2))]
+    ex = batch_exchange(None, boxes, (4, 3, 2), 10)
+    assert type(ex) is MessageExchange
+    obj = np.zeros((4, 3, 2), np.complex64)
+    num, den = ex.buffers(0)
+    num += 1
+    rows_num, rows_den, rows, vec = ex.reduce(0, num, den, np.ones(3, np.float32))
+    assert rows == (0, 4) and vec.shape == (3,)
+    out_vec, vmax = ex.commit(0, obj, rows_num, rows, vec, 3, 2.5)
+    assert vmax == 2.5 and np.all(obj == 1)
+    np.testing.assert_array_equal(row_edges(7, 2), [0, 4, 7])
+    with pytest.raises(ValueError, match="unknown exchange"):
+        batch_exchange(None, boxes, (4, 3, 2), 10, mode="rdma")

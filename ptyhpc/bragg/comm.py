@@ -27,6 +27,8 @@ ranks, up to float32 rounding.
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from types import ModuleType
 
 import numpy as np
@@ -175,16 +177,26 @@ class SharedExchange(MessageExchange):
         Largest vector of probe sums and scalars a batch will send (float32 entries).
     """
 
+    @staticmethod
+    def _layout(size, boxes, object_shape, vec_max):
+        """(voxels of the largest box, floats per rank's slot, floats in all) of the shared window."""
+        vox = max(int(np.prod([sl.stop - sl.start for sl in bx])) for bx in boxes)
+        slot = 3 * vox + int(vec_max) + 1
+        return vox, slot, 2 * int(np.prod(object_shape)) + size * slot
+
+    @classmethod
+    def bytes_needed(cls, size, boxes, object_shape, vec_max) -> int:
+        """Bytes of the shared window for ``size`` ranks."""
+        return 4 * cls._layout(size, boxes, object_shape, vec_max)[2]
+
     def __init__(self, comm, boxes, object_shape, vec_max: int):
         from mpi4py import MPI  # noqa: PLC0415
 
         super().__init__(comm, boxes, np)
-        self._vox = max(int(np.prod([sl.stop - sl.start for sl in bx])) for bx in boxes)
-        self._slot = 3 * self._vox + int(vec_max) + 1
+        self._vox, self._slot, n_float = self._layout(self.size, boxes, object_shape, vec_max)
         n_obj = int(np.prod(object_shape))
         lead = self.rank == 0
         # one window: the object (complex64 as float32 pairs), then a slot per rank
-        n_float = 2 * n_obj + self.size * self._slot
         self.win = MPI.Win.Allocate_shared(4 * n_float if lead else 0, 4, comm=comm)
         buf, _ = self.win.Shared_query(0)
         mem = np.frombuffer(buf, dtype=np.float32, count=n_float)
@@ -286,8 +298,24 @@ def batch_exchange(comm, boxes, object_shape, vec_max: int, xp: ModuleType = np,
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     one_node = comm.allreduce(int(node.Get_size() == comm.Get_size()), op=MPI.MIN) == 1
     node.Free()
-    if one_node and xp is np:
+    need = SharedExchange.bytes_needed(comm.Get_size(), boxes, object_shape, vec_max)
+    room = _shm_free_bytes()
+    fits = comm.allreduce(int(room is None or need < 0.8 * room), op=MPI.MIN) == 1
+    if one_node and xp is np and fits:
         return SharedExchange(comm, boxes, object_shape, vec_max)
+    why = ("every rank on one node" if not one_node else "NumPy arrays" if xp is not np
+           else f"{need / 2**20:.0f} MiB of shared memory (/dev/shm has {room / 2**20:.0f} MiB free)")
     if mode == "shared":
-        raise ValueError("exchange='shared' needs every rank on one node and NumPy arrays; use 'auto' or 'messages'")
+        raise ValueError(f"exchange='shared' needs {why}; use 'auto' or 'messages'")
+    if one_node and xp is np and comm.Get_rank() == 0:
+        # a shared window larger than /dev/shm would end in SIGBUS, not in an error
+        warnings.warn(f"Bragg solver: batch sums by messages, shared memory needs {why}", RuntimeWarning, stacklevel=3)
     return MessageExchange(comm, boxes, xp)
+
+
+def _shm_free_bytes():
+    """Free bytes of /dev/shm, where MPI places shared windows on Linux (None if there is none)."""
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return None
