@@ -8,7 +8,8 @@ Follows the Methods of the seed (Nat. Commun. 12, 7059 (2021)):
 * object step (eqs. 5, 7, 9) and probe step (eqs. 6, 8, 10), with the
   probe invariant along k̂_i (it is stored as its transverse field, see
   :mod:`ptyhpc.bragg.operators`) and confined in Fourier space to a
-  rectangle of 1.5× the numerical aperture; probe fixed for the first
+  rectangle of 1.5× the numerical aperture once per iteration (as the
+  seed does, "for each iteration"); probe fixed for the first
   ``probe_start`` iterations;
 * multiplicative background step (eq. 11);
 * support-thickness regularisation μ_j = μ |P_j|²_max outside a tilted
@@ -74,7 +75,8 @@ class BraggParams:
     probe_start : int
         Iterations with the probe fixed (seed: 5). ``update_probe=False`` keeps it fixed.
     probe_mask_na : (float, float) or None
-        Estimated NA (rad) along the probe's t1, t2; the probe spectrum is kept in 1.5× this rectangle.
+        Estimated NA (rad) along the probe's t1, t2; the probe spectrum is kept in 1.5× this rectangle
+        (applied after every iteration).
     upsampling : int
         Angular up-sampling factor (seed: 3); virtual angles are left free (eq. 13).
     thickness_schedule : list of (int, float)
@@ -483,17 +485,20 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
             timing["allreduce"] += time.perf_counter() - t0
             err, num_p, den_p, b_num = unpack(vec, want_probe, want_bg)
             err_it += err
-            # probe, eqs. (6), (8), (10) in the k_i-invariant subspace, then the Fourier-space mask
+            # probe, eqs. (6), (8), (10) in the k_i-invariant subspace
             t0 = time.perf_counter()
             if want_probe:
                 lam_p = (1 - p.alpha) * den_p + p.alpha * xp.max(den_p)
                 probe = (probe + num_p / xp.maximum(lam_p, 1e-30)).astype(np.complex64)
-                if fmask is not None:
-                    probe = backend.ifft2(backend.fft2(probe) * fmask).astype(np.complex64)
             timing["probe_update"] += time.perf_counter() - t0
             if want_bg:
                 ratio = ratio + b_num
         errors.append(err_it / max(norm, 1e-30))
+        if want_probe and fmask is not None:
+            # the Fourier-space mask, once per iteration as in the seed's Methods ("for each iteration")
+            t0 = time.perf_counter()
+            probe = backend.ifft2(backend.fft2(probe) * fmask).astype(np.complex64)
+            timing["probe_update"] += time.perf_counter() - t0
         if want_bg:   # eq. (11), with the ratio averaged over all positions
             bg = (bg * ((1 - p.gamma) + p.gamma * ratio / n_pos) ** 2).astype(np.float32) * omega
         if (p.shrinkwrap is not None and p.shrinkwrap[0] <= it < p.shrinkwrap[1]
