@@ -515,7 +515,7 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
         illum = xp.asarray(allreduce(backend.to_host(illum) if comm is not None else illum))
     if p.n_ml > 0:
         obj, ml_err = _ml_refine(obj, probe, bg, p.n_ml, [batch(k) for k in range(n_batches)], omega, op, shear, scan,
-                                 xp, allreduce, norm, supp, cover, p.mu)
+                                 xp, allreduce, norm, supp, cover, p.mu, p.beta)
         errors.extend(ml_err)
     total = time.perf_counter() - t_start
     spi = total / max(p.n_iter + 2 * p.n_ml, 1)
@@ -526,13 +526,18 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
 
 
 def _ml_refine(obj, probe, bg, n_ml, items, omega, op, shear, scan, xp, allreduce, norm,
-               supp, cover, mu):
+               supp, cover, mu, beta):
     """Gaussian-amplitude ML refinement of ρ by preconditioned Polak–Ribière CG.
 
     L(ρ) = Σ_j Σ_q ω (h_j^{1/2} − I_j^{1/2})² + μ Σ_{S̄} |ρ|²; ∂L/∂ρ* = −Σ_j P_j* F⁻¹[ω (I^{1/2}/h^{1/2} − 1) Ψ_j]
     + μ S̄ ρ (the gradient of seed eq. 4 with ω = 1 on measured pixels; CG as in
     Thibault & Guizar-Sicairos 2012). The step length along the direction d is the
-    secant (Newton) step from the directional derivatives at 0 and ε.
+    secant (Newton) step from the directional derivatives at 0 and ε. The
+    preconditioner is the joint step's regularised illumination
+    1/((1 − β) Σ|P_j|² + β max Σ|P_j|²) (eq. 9): with 1/Σ|P_j|² alone, voxels
+    of the support that the beam barely reaches (10⁻⁹–10⁻⁶ of the maximum)
+    drifted to |ρ| = 6–300 (the data barely constrain them), and the
+    noise-free strain RMSE was 6.5e-6 against 5.3e-6 now (floor 5.2e-6).
     """
     pmax = float(xp.max(xp.abs(probe)) ** 2)
     reg = xp.asarray(~supp) * (mu * pmax) * cover
@@ -562,13 +567,14 @@ def _ml_refine(obj, probe, bg, n_ml, items, omega, op, shear, scan, xp, allreduc
     for _ in range(n_ml):
         gr, den, err = grad(o)
         errors.append(err / max(norm, 1e-30))
-        pre = xp.where(cover > 0, 1 / xp.maximum(den, 1e-12 * float(xp.max(den))), 0)
+        dmax = float(xp.max(den))
+        pre = xp.where(cover > 0, 1 / ((1 - beta) * den + beta * dmax), 0)
         z = gr * pre
         if d is None:
             d = -z
         else:
-            beta = max(0.0, float(xp.real(xp.vdot(gr, z - z_old))) / max(float(xp.real(xp.vdot(g_old, z_old))), 1e-300))
-            d = -z + beta * d
+            pr = max(0.0, float(xp.real(xp.vdot(gr, z - z_old))) / max(float(xp.real(xp.vdot(g_old, z_old))), 1e-300))
+            d = -z + pr * d         # Polak–Ribière
         g_old, z_old = gr, z
         eps = 1e-3
         g_eps, _, _ = grad(o + eps * d)
