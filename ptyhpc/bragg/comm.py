@@ -182,6 +182,7 @@ class SharedExchange(MessageExchange):
         """(voxels of the largest box, floats per rank's slot, floats in all) of the shared window."""
         vox = max(int(np.prod([sl.stop - sl.start for sl in bx])) for bx in boxes)
         slot = 3 * vox + int(vec_max) + 1
+        slot += slot % 2            # every slot starts 8-byte aligned, for its complex64 view
         return vox, slot, 2 * int(np.prod(object_shape)) + size * slot
 
     @classmethod
