@@ -26,11 +26,13 @@ Prints one JSON object per line (one per engine, sub-pixel mode and size):
   once per call). ``maxrss_delta_bytes``: growth of the process's resident-set
   high-water mark over the timed run.
 - ``subpixel``: "fourier" (exact sub-pixel probe shifts, 4 FFTs per position
-  in the PIE family) and, for the PIE family and LSQ-ML, "none" (positions
-  rounded to whole pixels, 2 FFTs per position; see the accuracy cost in
-  ``reconstruct``'s docstring).
+  in the PIE family) and, for the PIE family and LSQ-ML, "bilinear" (object
+  patches interpolated at the sub-pixel positions, unshifted probe, 2 FFTs per
+  position) and "none" (positions rounded to whole pixels, 2 FFTs per
+  position); see the accuracy of each in ``reconstruct``'s docstring.
 
-Usage: ``python benchmarks/ptycho_iteration.py [--quick] [--backend numpy|cupy] [--engines rpie,lsqml]``
+Usage: ``python benchmarks/ptycho_iteration.py [--quick] [--backend numpy|cupy] [--engines rpie,lsqml]
+[--sizes 128] [--subpixel fourier,bilinear,none]``
 (``--quick``: 100 positions of 64², about a minute).
 """
 
@@ -58,6 +60,7 @@ from ptyhpc.sim import simulate_scan
 NOISE_MODEL = {"rpie": "poisson", "epie": "amplitude", "mpie": "poisson", "lsqml": "poisson", "er": "amplitude",
                "dm": "amplitude"}
 SUBPIXEL_ENGINES = ("rpie", "epie", "mpie", "lsqml")
+SUBPIXEL_MODES = ("fourier", "bilinear", "none")
 
 
 def _sync(xp):
@@ -151,6 +154,8 @@ def main(argv=None):
     ap.add_argument("--backend", default="auto", help="auto | numpy | cupy")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated (default: all of ENGINES)")
     ap.add_argument("--sizes", default=None, help="e.g. 128 or 128,256 (default: both full sizes)")
+    ap.add_argument("--subpixel", default=",".join(SUBPIXEL_MODES),
+                    help=f"comma-separated sub-pixel modes for {', '.join(SUBPIXEL_ENGINES)} (default: all)")
     ap.add_argument("--_case", nargs=5, metavar=("DATA", "ENGINE", "SUBPIXEL", "N_ITER", "BACKEND"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -159,6 +164,9 @@ def main(argv=None):
         print(json.dumps(run_case(data, engine, subpixel, int(n_iter), 32, backend.get_xp(name))), flush=True)
         return
     engines = [e for e in args.engines.split(",") if e]
+    modes = [m for m in args.subpixel.split(",") if m]
+    if set(modes) - set(SUBPIXEL_MODES):
+        ap.error(f"unknown sub-pixel modes {sorted(set(modes) - set(SUBPIXEL_MODES))}; choose from {SUBPIXEL_MODES}")
     unknown = set(engines) - set(ENGINES)
     if unknown:
         ap.error(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
@@ -171,7 +179,7 @@ def main(argv=None):
             path = os.path.join(tmp, f"scan_{det}.npz")
             _simulate(det, scan, path)
             for engine in engines:
-                for subpixel in ("fourier", "none") if engine in SUBPIXEL_ENGINES else ("fourier",):
+                for subpixel in modes if engine in SUBPIXEL_ENGINES else ("fourier",):
                     # A fresh interpreter per case: its memory high-water mark and allocator state are its own.
                     cmd = [sys.executable, os.path.abspath(__file__), "--_case", path, engine, subpixel,
                            str(n_iter), args.backend]

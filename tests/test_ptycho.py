@@ -266,3 +266,45 @@ def test_affine_position_model_recovers_a_miscalibrated_scan():
     assert np.abs(fit - pf).max() < 1e-6
     with pytest.raises(ValueError, match="position_model"):
         reconstruct(sim.frames, nominal, sim.probe, sim.pixel_size_m, position_model="rigid", n_iter=1)
+
+
+@pytest.mark.parametrize("fraction_counted", [0.2, 0.9])
+def test_poisson_line_search_minimises_the_nll(fraction_counted):
+    """LSQ-ML's Newton step (on the pixels with counts when they are few, on all of them otherwise) is
+    the minimiser of the Poisson NLL Σ h − I ln h, h = |Ψ|²(1 + αc)², along the update, found on a grid;
+    a position without counts gets α = 1 (Ψ → 0 there)."""
+    from ptyhpc.ptycho.engines import _poisson_step
+
+    rng = np.random.default_rng(0)
+    b, n = 6, 4096
+    p0 = rng.exponential(1, (b, n)).astype(np.float32)
+    counts = rng.poisson(3 * p0 * rng.uniform(0.5, 2, (b, 1)) * (rng.uniform(0, 1, (b, n)) < fraction_counted))
+    intensity = counts.astype(np.float32)
+    intensity[3] = 0
+    c = (intensity / np.maximum(p0, 1e-3) - 1).astype(np.float32)
+    alpha = _poisson_step(p0, c, intensity, np.sqrt(intensity))
+    grid = np.linspace(0, 2, 4001)
+    for k in range(b):
+        h = p0[k, None].astype(np.float64) * (1 + grid[:, None] * c[k, None]) ** 2
+        m = intensity[k] > 0
+        nll = h.sum(axis=1) - (intensity[k, m] * np.log(h[:, m])).sum(axis=1)
+        assert abs(alpha[k] - grid[np.argmin(nll)]) < 1e-3, (k, alpha[k], grid[np.argmin(nll)])
+    assert alpha[3] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_lsqml_chunks_do_not_change_the_result(monkeypatch):
+    """LSQ-ML works on cache-sized chunks of a batch in two phases; chunks of 5 positions (a partial
+    last one included) give the one-chunk result to float32 rounding."""
+    from ptyhpc.ptycho import engines
+
+    sim = simulate_scan(seed=4, dose_per_position=20 * (3 * 0.4) ** 2 * 10, max_phase=0.3)
+    kw = dict(engine="lsqml", n_iter=5, probe_update_start=1, origin_m=sim.origin_m,
+              object_shape=sim.object.shape, background=1.0)
+    for subpixel in ("fourier", "bilinear", "none"):
+        runs = []
+        for pixels in (64 * 64 * 64, 5 * 64 * 64):
+            monkeypatch.setattr(engines, "_CHUNK_PIXELS", pixels)
+            runs.append(reconstruct(sim.frames, sim.positions_m, sim.probe, sim.pixel_size_m, subpixel=subpixel,
+                                    **kw))
+        np.testing.assert_allclose(runs[0].object, runs[1].object, atol=1e-5)
+        np.testing.assert_allclose(runs[0].probe, runs[1].probe, atol=1e-5 * np.abs(runs[0].probe).max())

@@ -12,7 +12,7 @@ from ptyhpc.io.store import StoreError
 from ptyhpc.pipeline.figures import ptycho_figures
 from ptyhpc.pipeline.ptycho_stage import PtychoParams, run_ptycho
 
-CHAIN = [{"engine": "dm", "n_iter": 2}, {"engine": "lsqml", "n_iter": 1, "noise_model": "amplitude"}]
+CHAIN = [{"engine": "dm", "n_iter": 2}, {"engine": "lsqml", "n_iter": 1, "noise_model": "amplitude", "subpixel": "bilinear"}]
 
 
 @pytest.fixture
@@ -54,6 +54,8 @@ def _copy(store, tmp_path, name):
     ({"batch_size": 2.5}, "batch_size"),
     ({"probe_update_start": -1}, "probe_update_start"),
     ({"probe_mask_factor": -1.0}, "probe_mask_factor"),
+    ({"subpixel": "cubic"}, "subpixel"),
+    ({"subpixel": "bilinear", "engine": "dm"}, "subpixel"),
 ])
 def test_bad_params_are_refused_clearly(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -64,7 +64,7 @@ _PIE_FAMILY = ("rpie", "epie", "mpie")
 #: Settings a stage of a chain may change; the grid, masks, seed and backend are the stage's.
 STAGE_KEYS = ("engine", "n_iter", "alpha", "beta_object", "beta_probe", "probe_update_start", "noise_model",
               "batch_size", "dm_beta", "n_probe_modes", "position_correction_start", "position_step",
-              "max_position_shift_px", "position_model")
+              "max_position_shift_px", "position_model", "subpixel")
 
 
 @dataclass
@@ -99,6 +99,10 @@ class PtychoParams:
         Position refinement (PIE family); None: off; ``position_model: affine``
         keeps the positions an affine map of the scan (a miscalibrated stage). The positions each item
         was reconstructed with are stored in ``results/ptycho/positions``.
+    ``subpixel``
+        Sub-pixel scan positions (PIE family, LSQ-ML): ``"fourier"`` (exact probe shifts, 4 FFTs per
+        position), ``"bilinear"`` (interpolated object patches, 2 FFTs) or ``"none"`` (rounded
+        positions); the speed and accuracy of each are in :func:`ptyhpc.ptycho.reconstruct`.
     ``use_detector_mask``
         Leave the store's bad detector pixels (``detector_mask``) free.
 
@@ -130,6 +134,7 @@ class PtychoParams:
     position_step: float = 1.0
     max_position_shift_px: float = 0.5
     position_model: str = "free"
+    subpixel: str = "fourier"
     use_detector_mask: bool = True
 
     def __post_init__(self):
@@ -197,6 +202,10 @@ def _check_engine_settings(where: str, st: dict) -> None:
     for key in ("beta_object", "beta_probe", "position_step", "max_position_shift_px"):
         if not st[key] > 0:
             raise ValueError(f"{where}.{key} must be > 0, got {st[key]}")
+    if st["subpixel"] not in ("fourier", "bilinear", "none"):
+        raise ValueError(f"{where}.subpixel must be 'fourier', 'bilinear' or 'none', got {st['subpixel']!r}")
+    if st["subpixel"] != "fourier" and engine in ("er", "dm"):
+        raise ValueError(f"{where}.subpixel = {st['subpixel']!r} needs a PIE engine or lsqml, not {engine!r}")
     if st["position_model"] not in ("free", "affine"):
         raise ValueError(f"{where}.position_model must be 'free' or 'affine', got {st['position_model']!r}")
     if not _is_int(st["probe_update_start"]) or st["probe_update_start"] < 0:
