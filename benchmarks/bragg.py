@@ -11,7 +11,10 @@ then one line ``{"projection": ...}`` that scales the measured cost per position
 seed's problem (400 positions, 200×160 px, 42 angles × 3 up-sampling, 1000 joint + 500 ML iterations).
 
 strong_scaling_efficiency = t(1 rank) / (ranks · t(ranks)) on the same problem and batches
-(results are identical for any rank count, see tests/test_bragg.py).
+(results are identical for any rank count, see tests/test_bragg.py). machine_efficiency = t(1 rank) /
+t(1 rank while R−1 other independent 1-rank solves run beside it, one per core): what the node itself
+delivers to R uncoupled processes (shared caches and memory bandwidth, a virtual machine's busy host);
+efficiency_vs_machine = strong_scaling_efficiency / machine_efficiency is the loss the MPI coupling adds.
 
 Usage: ``python benchmarks/bragg.py [--quick] [--ranks 1 2] [--backend numpy] [--det 64]`` (the driver starts
 ``mpiexec -n R`` workers; ``--quick`` runs in well under a minute).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +81,8 @@ def main(argv=None) -> None:
     ap.add_argument("--det", type=int, default=32, help="detector pixels per side (window N x N x 30 voxels)")
     ap.add_argument("--exchange", default="auto", choices=("auto", "shared", "messages"),
                     help="how ranks combine batch sums (ptyhpc.bragg.comm)")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the side-by-side 1-rank runs that measure the machine's own efficiency")
     ap.add_argument("--bind", default="core",
                     help="MPI process binding (mpiexec -bind-to BIND; 'none' to let the OS migrate ranks)")
     args = ap.parse_args(argv)
@@ -98,8 +104,22 @@ def main(argv=None) -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
     t1 = next((row["seconds_per_iteration"] for row in rows if row["ranks"] == 1), None)
+    machine = {}
+    if t1 is not None and not args.no_reference:
+        # the machine's own ceiling: R independent 1-rank solves side by side, one per core (no MPI
+        # coupling); shared caches, memory bandwidth or a busy host slow them as they slow R ranks
+        for r in sorted(set(args.ranks) - {1}):
+            solo = [sys.executable, __file__, "--worker", "--n-iter", str(args.n_iter), "--scan", str(args.scan),
+                    "--per-batch", str(args.per_batch), "--backend", args.backend, "--det", str(args.det)]
+            procs = [subprocess.Popen((["taskset", "-c", str(i)] if shutil.which("taskset") else []) + solo,
+                                      stdout=subprocess.PIPE, text=True) for i in range(r)]
+            times = [json.loads(p.communicate()[0].strip().splitlines()[-1])["seconds_per_iteration"] for p in procs]
+            machine[r] = t1 / float(np.mean(times))
     for row in rows:
         row["strong_scaling_efficiency"] = None if t1 is None else t1 / (row["ranks"] * row["seconds_per_iteration"])
+        if row["ranks"] in machine:
+            row["machine_efficiency"] = machine[row["ranks"]]
+            row["efficiency_vs_machine"] = row["strong_scaling_efficiency"] / machine[row["ranks"]]
         print(json.dumps(row), flush=True)
     if t1 is not None:
         n_vox = float(np.prod(rows[0]["window"]))
