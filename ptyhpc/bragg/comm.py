@@ -237,12 +237,16 @@ class SharedExchange(MessageExchange):
         n_rows = num.shape[0]
         edges = row_edges(n_rows, self.size)
         a, b = int(edges[self.rank]), int(edges[self.rank + 1])
-        views = [self._views(r, k, len(vec)) for r in range(self.size)]
-        num_rows, den_rows, total = views[0][0][a:b].copy(), views[0][1][a:b].copy(), views[0][2].copy()
-        for n_r, d_r, v_r in views[1:]:           # rank order, as the message exchange sums
-            num_rows += n_r[a:b]
-            den_rows += d_r[a:b]
+        # summed in place into this rank's own rows of its own slot: the other ranks read only
+        # their rows of it (addition of two terms commutes exactly, so 2 ranks match 1 bit for bit)
+        num_rows, den_rows = num[a:b], den[a:b]
+        total = np.zeros(len(vec), dtype=np.float32)
+        for r in range(self.size):
+            n_r, d_r, v_r = self._views(r, k, len(vec))
             total += v_r
+            if r != self.rank:
+                num_rows += n_r[a:b]
+                den_rows += d_r[a:b]
         return num_rows, den_rows, (a, b), total
 
     def commit(self, k, obj, upd, rows, vec_part, n_vec, value):
