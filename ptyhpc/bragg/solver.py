@@ -25,16 +25,16 @@ j mod K; K = J, one position per batch, by default, which is the seed's
 ePIE and converges fastest). Within a batch, eqs. (5)–(10) are applied with
 numerators and denominators summed over the batch's positions; λ_ρ uses the
 max of the batch's summed illumination (= |P_j|²_max for one position).
-A batch's positions are split over the MPI ranks, with two collectives per
-batch: one reduce-scatter (``Alltoallv`` and a local sum) completes all of
-the batch's sums (single precision: a batch sums a few positions, and half
-the bytes is half the wire time) and leaves each rank the rows of the batch's box (the bounding box
-of its windows) that it updates and a slice of the probe sums; one
-``Allgatherv`` brings back the updated rows, the probe sums and the rows'
-maxima of the summed illumination (each batch's |P|²_max is therefore the one
-of its previous visit, exact while the probe is fixed). The object update is
-split over the ranks as well as the positions, and no rank waits for a third
-synchronisation. The sequence of updates — and the result, to rounding — is
+A batch's positions are split over the MPI ranks, and so is the object
+update: each rank updates a share of the rows of the batch's box (the
+bounding box of its windows). The batch's sums (single precision: a batch
+sums a few positions) are combined by :mod:`ptyhpc.bragg.comm`: on one node
+in MPI-3 shared memory (two barriers per batch, no copies), otherwise by one
+reduce-scatter (``Alltoallv`` and a local sum) and one ``Allgatherv`` of the
+updated rows, the probe sums and the rows' maxima of the summed illumination
+(each batch's |P|²_max is the one of its previous visit, exact while the probe
+is fixed, so that no third synchronisation is needed). The sequence of
+updates — and the result, to rounding — is
 the same on any number of ranks. Eq. (11) uses the ratio averaged over
 all positions once per iteration.
 """
@@ -285,8 +285,8 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
     off = n3 // 2 - up * (n_meas // 2)   # fine index of measured plane 0 (q3 = 0 stays a measured plane)
     scan = ScanFrame.from_positions(g, positions_m)
     pshape, pspacing = probe_grid(g, spacing_m=probe_spacing_m)
-    # padded to FFT-friendly lengths: the Fourier mask runs after every batch on every rank, and a
-    # prime length (67 here) costs 3× a 2·5·7 one (pocketfft's Bluestein path)
+    # padded to FFT-friendly lengths for the Fourier mask: a prime length (67 here) costs 3× a
+    # 2·5·7 one (pocketfft's Bluestein path)
     pshape = tuple(scipy.fft.next_fast_len(int(s)) for s in pshape)
     op = ProbeOperator(g, pshape, pspacing, xp=xp)
     shear = shear_phase(g, xp)
@@ -386,7 +386,8 @@ def reconstruct(data, mask, geometry: BraggGeometry, positions_m, probe_init, pr
     t_start = time.perf_counter()
 
     def sweep(k, obj, probe, bg, want_probe, want_bg):
-        """Gradients of mini-batch k (this rank's share); returns Allreduced sums."""
+        """Sums of mini-batch k over this rank's positions: (object numerator, denominator) in the
+        exchange's buffers and a float32 vector (error, probe sums, background ratio)."""
         t_in = time.perf_counter()
         num_o, den_o = exchange.buffers(k)
         num_p = xp.zeros(pshape, dtype=np.complex64)     # a rank's few positions: float32 suffices
