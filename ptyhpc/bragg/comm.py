@@ -22,9 +22,9 @@ illumination. Two implementations, chosen by :func:`batch_exchange`:
     9–18 ms with 64×64×30 (``benchmarks/bragg.py``); what remains is the
     ranks waiting for each other at the barriers.
 
-Both sum the ranks' contributions in rank order over the same row split, so
-the solver's result does not depend on the exchange or on the number of
-ranks, up to float32 rounding.
+Both sum the same contributions over the same row split, so the solver's
+result does not depend on the exchange or on the number of ranks, up to
+float32 rounding (bit for bit with two ranks, where the one addition commutes).
 """
 
 from __future__ import annotations
