@@ -16,8 +16,10 @@ t(1 rank while R−1 other independent 1-rank solves run beside it, one per core
 delivers to R uncoupled processes (shared caches and memory bandwidth, a virtual machine's busy host);
 efficiency_vs_machine = strong_scaling_efficiency / machine_efficiency is the loss the MPI coupling adds.
 
-Usage: ``python benchmarks/bragg.py [--quick] [--ranks 1 2] [--backend numpy] [--det 64]`` (the driver starts
-``mpiexec -n R`` workers; ``--quick`` runs in well under a minute).
+Usage: ``python benchmarks/bragg.py [--quick] [--ranks 1 2] [--backend numpy] [--det 64] [--exchange messages]
+[--bind none] [--no-reference]`` (the driver starts ``mpiexec -bind-to core -n R`` workers, then R
+uncoupled 1-rank workers for machine_efficiency (on rows with ranks > 1); ``--quick`` runs in well under
+a minute).
 """
 
 from __future__ import annotations
