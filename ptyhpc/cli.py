@@ -336,7 +336,7 @@ def _run_stages(client, rc, files, wanted, cfg):
             console.print(f"store {store} exists: resuming (set overwrite: true to re-ingest)")
         else:
             t = time.perf_counter()
-            _ingest(files, store, rc.overwrite)
+            _ingest(files, store, rc.overwrite, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s")
     if not ({"ptycho", "tomo"} & set(wanted)):

@@ -13,7 +13,14 @@ Example (``examples/cnt_demo.yaml``)::
     tomo: {n_iter: 100, nonneg: true, align: true}
     truth: ../data/cnt_tilt_series                   # optional: ground truth for the report
 
-Every key except ``input`` and ``store`` is optional; unknown keys are errors.
+Every key except ``input`` and ``store`` is optional; unknown keys are errors. ``input`` also takes
+the options of ``ptyhpc ingest`` (see :class:`InputSpec`), e.g. for the PETRA III near-field scan::
+
+    input:
+      files: [../data/petra3_p25_nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi]
+      format: cxi
+      regime: near_field
+      focus_to_sample_m: 3.65e-3
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .io import layout
 from .pipeline.ptycho_stage import PtychoParams
 
 __all__ = ["Recipe", "load_recipe"]
@@ -36,7 +44,34 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
+    """Raw files and how to read them: the options of ``ptyhpc ingest`` (``format`` is its ``--format``;
+    the rest are the keywords of :func:`ptyhpc.io.readers.ingest_files`). Paths are relative to the
+    recipe."""
+
     files: list[str] = Field(min_length=1)
+    format: str = "auto"
+    kind: str = "auto"
+    spec: Optional[str] = None
+    dark: Optional[str] = None
+    flat: Optional[str] = None
+    mask: Optional[str] = None
+    mask_bad: Optional[str] = None
+    radiation: Optional[str] = None
+    probe_semiangle_rad: Optional[float] = None
+    defocus_m: Optional[float] = None
+    regime: Optional[str] = None
+    focus_to_sample_m: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _check_propagation(self):
+        # the file gives the detector distance; here only what the user states is checked (1 m stands in)
+        layout.check_propagation(self.regime, self.focus_to_sample_m, 1.0)
+        return self
+
+    def ingest_options(self) -> dict:
+        """Keywords for :func:`ptyhpc.io.readers.ingest_files` (``fmt`` for ``format``; unset ones left out)."""
+        opts = {k: v for k, v in self.model_dump(exclude={"files", "format"}).items() if v is not None}
+        return {"fmt": self.format, **opts}
 
 
 class TomoSpec(_Strict):
@@ -121,6 +156,16 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
         if not matched:
             raise FileNotFoundError(f"{path}: input pattern {pattern!r} matches no file")
         files.extend(Path(m) for m in matched)
+    def resolve_file_path(v):      # "FILE[:path]"; ":path" (inside the first raw file) stays as it is
+        if v is None or v.startswith(":"):
+            return v
+        name, sep, inner = v.partition(":")
+        return resolve(name) + sep + inner
+
+    inp = recipe.input.model_copy(update={"spec": resolve(recipe.input.spec),
+                                          **{k: resolve_file_path(getattr(recipe.input, k))
+                                             for k in ("dark", "flat", "mask")}})
     recipe = recipe.model_copy(update={"store": resolve(recipe.store), "figures": resolve(recipe.figures),
-                                       "report": resolve(recipe.report), "truth": resolve(recipe.truth)})
+                                       "report": resolve(recipe.report), "truth": resolve(recipe.truth),
+                                       "input": inp})
     return recipe, files

@@ -283,3 +283,21 @@ def test_cli_rejects_bad_regime(tmp_path):
                                    "3.65e-3"])
     assert out.exit_code != 0 and "--regime near_field" in " ".join(out.output.split())
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_recipe_input_carries_the_ingest_options(tmp_path):
+    """``ptyhpc run --stages ingest`` with the PETRA scan: format, regime and focus distance from the recipe's
+    ``input`` reach the store; a focus distance without the near field is refused at the door."""
+    recipe = tmp_path / "petra.yaml"
+    recipe.write_text(f"input:\n  files: [{PETRA}]\n  format: cxi\n  regime: near_field\n"
+                      f"  focus_to_sample_m: 3.65e-3\nstore: petra.zarr\n")
+    out = CliRunner().invoke(app, ["run", str(recipe), "--stages", "ingest"])
+    assert out.exit_code == 0, out.output
+    g = open_store(tmp_path / "petra.zarr")
+    assert g.attrs["propagation_regime"] == "near_field"
+    assert g.attrs["focus_to_sample_m"] == PETRA_FOCUS_TO_SAMPLE_M
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"input:\n  files: [{PETRA}]\n  format: cxi\n  focus_to_sample_m: 3.65e-3\nstore: bad.zarr\n")
+    out = CliRunner().invoke(app, ["run", str(bad), "--stages", "ingest"])
+    assert out.exit_code != 0 and "focus_to_sample_m" in out.output
+    assert not (tmp_path / "bad.zarr").exists()
