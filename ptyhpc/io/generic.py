@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .units import ANGLE, ENERGY, LENGTH, to_si, unit_factor
-from .validate import SUPPORTED_DTYPES, IngestError
+from .validate import IngestError, check_frames_dataset
 
 __all__ = ["Quantity", "GenericSpec", "load_spec", "read_generic_scan"]
 
@@ -215,13 +215,7 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
         raise IngestError(f"{path}: not an HDF5 file")
     with h5py.File(path, "r") as f:
         data = _dataset(path, f, spec.frames, "frames")
-        if data.ndim not in (3, 4) or 0 in data.shape:
-            raise IngestError(f"{path}: {data.name}: expected (n, det_y, det_x) or (scan_y, scan_x, det_y, det_x), "
-                              f"got shape {data.shape}")
-        if data.dtype not in SUPPORTED_DTYPES:
-            raise IngestError(f"{path}: {data.name}: unsupported dtype {data.dtype}")
-        n = int(np.prod(data.shape[:-2]))
-        det_shape = tuple(int(v) for v in data.shape[-2:])
+        n, det_shape = check_frames_dataset(path, data)
         name, dtype = data.name, np.dtype(data.dtype)
         fields = {"frames": name}
 

@@ -57,7 +57,7 @@ import hdf5plugin  # noqa: F401  (compression filters facility files use)
 import numpy as np
 
 from .units import ANGLE, ENERGY, LENGTH, to_si
-from .validate import SUPPORTED_DTYPES, IngestError
+from .validate import IngestError, check_frames_dataset
 
 __all__ = ["DEFINITIONS", "is_nxptycho", "read_nexus_scans"]
 
@@ -283,13 +283,7 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
             data = detector.get("data")
             if not isinstance(data, h5py.Dataset):
                 raise IngestError(f"{path}: {detector.name}/data: missing dataset")
-            if data.ndim not in (3, 4) or 0 in data.shape:
-                raise IngestError(f"{path}: {data.name}: expected (n, det_y, det_x) or (scan_y, scan_x, det_y, "
-                                  f"det_x), got shape {data.shape}")
-            if data.dtype not in SUPPORTED_DTYPES:
-                raise IngestError(f"{path}: {data.name}: unsupported dtype {data.dtype}")
-            n = int(np.prod(data.shape[:-2]))
-            det_shape = tuple(int(v) for v in data.shape[-2:])
+            n, det_shape = check_frames_dataset(path, data)
             fields = {"frames": data.name}
             px_x, fields["pixel_size"] = _quantity(path, detector, ("x_pixel_size",), LENGTH)
             px_y, _ = _quantity(path, detector, ("y_pixel_size",), LENGTH)

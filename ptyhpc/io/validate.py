@@ -23,6 +23,7 @@ __all__ = [
     "IngestError",
     "SUPPORTED_DTYPES",
     "check_counts",
+    "check_frames_dataset",
     "check_series",
     "validate_files",
 ]
@@ -42,6 +43,35 @@ _ANGLE_ATOL = 1e-9
 
 class IngestError(ValueError):
     """Raw input cannot be ingested; the message names the file and the field."""
+
+
+def check_frames_dataset(path, data) -> tuple[int, tuple[int, int]]:
+    """Shape and dtype of a scan's frames dataset (CXI-like readers: NXptycho, generic HDF5).
+
+    Parameters
+    ----------
+    path : path-like
+        The file, for the message.
+    data : h5py.Dataset
+        (n, det_y, det_x) or (scan_y, scan_x, det_y, det_x) frames.
+
+    Returns
+    -------
+    n : int
+        Number of frames.
+    det_shape : (int, int)
+
+    Raises
+    ------
+    IngestError
+        Not 3D/4D, an empty axis, or a dtype outside :data:`SUPPORTED_DTYPES`.
+    """
+    if data.ndim not in (3, 4) or 0 in data.shape:
+        raise IngestError(f"{path}: {data.name}: expected (n, det_y, det_x) or (scan_y, scan_x, det_y, det_x), "
+                          f"got shape {data.shape}")
+    if data.dtype not in SUPPORTED_DTYPES:
+        raise IngestError(f"{path}: {data.name}: unsupported dtype {data.dtype}")
+    return int(np.prod(data.shape[:-2])), tuple(int(v) for v in data.shape[-2:])
 
 
 def check_counts(path: str | PathLike, counts: np.ndarray, field: str = "entry/data/counts") -> None:
