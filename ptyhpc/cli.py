@@ -15,30 +15,41 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distributed ptychography and tomography of tilt series and energy stacks.")
 console = Console(stderr=True)
 
-#: Exit codes: 2 bad input or settings, 3 the store is in use by another run, 1 some items failed.
-EXIT_USER, EXIT_LOCKED, EXIT_FAILED = 2, 3, 1
+#: Exit codes (:mod:`ptyhpc.errors`): 2 bad input or settings, 3 the store is in use by another run,
+#: 4 I/O or disk (read-only, full, permission), 1 some items failed.
+EXIT_USER, EXIT_LOCKED, EXIT_FAILED, EXIT_IO = 2, 3, 1, 4
+#: ``--debug``: let exceptions through with their tracebacks.
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", envvar="PTYHPC_DEBUG",
+                                     help="show Python tracebacks instead of one-line errors")):
+    _DEBUG["on"] = debug
+
+
+def _error(label: str, text: str) -> None:
+    """One red line; ``text`` is escaped, so brackets in it (``pip install 'ptyhpc[cluster]'``) print as is."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    console.print(f"[bold red]{label}:[/] {escape(text)}")
 
 
 @contextlib.contextmanager
 def _user_errors():
-    """Turn the errors a user can fix into one red line and an exit code."""
-    from .io import IngestError, StoreError  # noqa: PLC0415
-    from .pipeline.lock import StoreLockedError  # noqa: PLC0415
-    from .pipeline.ptycho_stage import ItemsFailedError  # noqa: PLC0415
-    from .slurm import SlurmError  # noqa: PLC0415
+    """Turn every exception into one red line and the exit code of :func:`ptyhpc.errors.describe`."""
+    from .errors import describe  # noqa: PLC0415
 
     try:
         yield
-    except StoreLockedError as exc:
-        console.print(f"[bold red]refused:[/] {exc}")
-        raise typer.Exit(EXIT_LOCKED) from None
-    except ItemsFailedError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
-    except (IngestError, StoreError, FileNotFoundError, ValueError, FileExistsError, ImportError,
-            SlurmError, TimeoutError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(EXIT_USER) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001  (the one error path: every error gets a code and a line)
+        if _DEBUG["on"]:
+            raise
+        code, text = describe(exc)
+        _error("refused" if code == EXIT_LOCKED else "error", text)
+        raise typer.Exit(code) from None
 
 
 def _figures_dir(store: Path, figures: Optional[Path]) -> Path:
@@ -67,8 +78,10 @@ def _with_cluster(cfg, store: Path, body):
     may take it.
     """
     from .cluster import run_with_client  # noqa: PLC0415
+    from .io import open_store  # noqa: PLC0415
     from .pipeline.lock import run_lock  # noqa: PLC0415
 
+    open_store(store)   # refuse a folder that is not a store before writing .ptyhpc/ or starting a cluster
     if cfg.kind == "mpi":
         def locked(client):
             with run_lock(store):
@@ -166,7 +179,9 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                            defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample)
         for w in caught:
             # Shown in the console's own colours; the regime is the user's call, so the store is kept.
-            console.print(f"[bold yellow]warning:[/] {w.message}")
+            from rich.markup import escape  # noqa: PLC0415
+
+            console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
         from .io import n_items, open_store, read_propagation  # noqa: PLC0415
 
         store = open_store(path)
@@ -391,8 +406,7 @@ def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
             typer.echo(json.dumps(states))
             bad = {k: v for k, v in states.items() if v not in ("COMPLETED", "UNKNOWN")}
             if bad:
-                console.print(f"[bold red]error:[/] jobs ended {bad}; logs in {out['jobs_dir']}; resubmit to redo "
-                              "the unfinished items")
+                _error("error", f"jobs ended {bad}; logs in {out['jobs_dir']}; resubmit to redo the unfinished items")
                 raise typer.Exit(EXIT_FAILED)
 
 

@@ -250,8 +250,9 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
 
     files = [Path(f) for f in files]
     store_path = Path(store_path)
-    if (store_path.exists() or store_path.is_symlink()) and not overwrite:
-        raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
+    from .safe_write import check_target  # noqa: PLC0415
+
+    check_target(store_path, overwrite, files)   # safe overwrite: only a ptyhpc store, never an input
     metas = sorted((read_xray_metadata(f) for f in files), key=lambda m: (m.photon_energy_eV, m.polarisation))
     _check_stack(metas)
     ref = metas[0]

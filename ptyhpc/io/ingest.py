@@ -16,6 +16,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from .hdf5_tilt import ScanMetadata, read_counts, scan_positions
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .safe_write import check_target
 from .validate import IngestError, validate_files
 
 __all__ = ["ingest", "geometry_from_metadata", "frames_chunking", "partial_path", "commit_store"]
@@ -119,8 +120,7 @@ def ingest(
     """
     files = [Path(f) for f in files]
     store_path = Path(store_path)
-    if (store_path.exists() or store_path.is_symlink()) and not overwrite:
-        raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
+    check_target(store_path, overwrite, files)   # safe overwrite: only a ptyhpc store, never an input
     if not files:
         raise IngestError("no input files given")
 
@@ -212,21 +212,10 @@ def partial_path(store_path: Path) -> Path:
 def commit_store(tmp: Path, store_path: Path, overwrite: bool) -> None:
     """Rename the complete store ``tmp`` to ``store_path`` (the last step of every ingest).
 
-    With ``overwrite`` the old store is moved aside rather than deleted first,
-    so the window without any store at ``store_path`` is a pair of renames and
-    a failed rename puts the old store back.
+    :func:`ptyhpc.io.safe_write.replace_store`: with ``overwrite`` the old
+    store is moved aside under its run lock and deleted only once the new one
+    is in place; without it a store created meanwhile by another ingest is kept.
     """
-    if overwrite:
-        old = store_path.with_name(f"{store_path.name}.old-{os.getpid()}")
-        _remove(old)
-        if store_path.exists() or store_path.is_symlink():
-            store_path.rename(old)
-        try:
-            tmp.rename(store_path)
-        except BaseException:
-            if old.exists():
-                old.rename(store_path)
-            raise
-        _remove(old)
-    else:
-        tmp.rename(store_path)
+    from .safe_write import replace_store  # noqa: PLC0415
+
+    replace_store(tmp, store_path, overwrite)

@@ -392,9 +392,12 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     from .ingest import _remove, commit_store, frames_chunking, partial_path, read_ahead  # noqa: PLC0415
 
     store_path = Path(store_path)
-    if (store_path.exists() or store_path.is_symlink()) and not overwrite:
-        raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
     scans = list(scans)
+    from .safe_write import check_target  # noqa: PLC0415
+
+    refs = (corrections.dark, corrections.flat, corrections.mask) if corrections is not None else ()
+    # Safe overwrite: only a ptyhpc store, never a path that is or holds an input.
+    check_target(store_path, overwrite, [s.path for s in scans] + [r.file for r in refs if r is not None])
     if not scans:
         raise IngestError("no scans given")
     for s in scans:

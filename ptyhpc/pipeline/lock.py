@@ -53,11 +53,14 @@ def lock_dir(store_path: str | os.PathLike) -> Path:
     Raises
     ------
     StoreError
-        The store folder does not exist.
+        The store folder does not exist or is not a zarr store.
     """
     store = Path(store_path)
     if not store.is_dir():
         raise StoreError(f"{store}: no such store")
+    if not (store / "zarr.json").is_file():
+        # Never write into a folder that is not a store (a data folder given by mistake).
+        raise StoreError(f"{store}: not a zarr store (no zarr.json); nothing was written there")
     d = store / LOCK_DIR
     (d / "locks").mkdir(parents=True, exist_ok=True)
     return d
