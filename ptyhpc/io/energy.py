@@ -49,6 +49,7 @@ import zarr
 from scipy.constants import c, e, h
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from .checksum import checked, result_codecs
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .hdf5_tilt import _number as _num  # same checks and messages as the electron reader
 from .validate import SUPPORTED_DTYPES, IngestError
@@ -278,17 +279,22 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
         })
         frames = root.create_array(
             FRAMES, shape=(n, n_pos, *ref.detector_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle), fill_value=0,
+            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)), fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"))
-        root.create_array(POSITIONS, data=np.stack([_positions(m) for m in metas]), chunks=(n, n_pos, 2),
+        root.create_array(POSITIONS, compressors=result_codecs(),
+                          data=np.stack([_positions(m) for m in metas]), chunks=(n, n_pos, 2),
                           attributes={"axes": ["y", "x"], "units": "m"})
-        root.create_array(TILT_ANGLE, data=np.array([m.tilt_angle_rad for m in metas]), chunks=(n,),
+        root.create_array(TILT_ANGLE, compressors=result_codecs(),
+                          data=np.array([m.tilt_angle_rad for m in metas]), chunks=(n,),
                           attributes={"units": "rad", "axis": "y"})
-        root.create_array(PHOTON_ENERGY, data=np.array([m.photon_energy_eV for m in metas]), chunks=(n,),
+        root.create_array(PHOTON_ENERGY, compressors=result_codecs(),
+                          data=np.array([m.photon_energy_eV for m in metas]), chunks=(n,),
                           attributes={"units": "eV"})
-        root.create_array(WAVELENGTH, data=np.array([m.wavelength_m for m in metas]), chunks=(n,),
+        root.create_array(WAVELENGTH, compressors=result_codecs(),
+                          data=np.array([m.wavelength_m for m in metas]), chunks=(n,),
                           attributes={"units": "m"})
-        root.create_array(RECIPROCAL_SAMPLING, data=np.array([m.reciprocal_sampling_inv_m for m in metas]),
+        root.create_array(RECIPROCAL_SAMPLING, compressors=result_codecs(),
+                          data=np.array([m.reciprocal_sampling_inv_m for m in metas]),
                           chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
         with Progress(disable=not progress) as bar, ThreadPoolExecutor(1) as reader:
             task = bar.add_task("ingest", total=n)

@@ -14,6 +14,7 @@ import zarr
 from rich.progress import Progress
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from .checksum import checked, result_codecs
 from .hdf5_tilt import ScanMetadata, read_counts, scan_positions
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .safe_write import check_target
@@ -148,20 +149,20 @@ def ingest(
             dtype=ref.dtype,
             chunks=chunks,
             shards=shards,
-            compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle),
+            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
             fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"),
         )
         root.create_array(
             POSITIONS,
-            data=np.stack([scan_positions(m) for m in metas]),
+            compressors=result_codecs(), data=np.stack([scan_positions(m) for m in metas]),
             chunks=(n, n_pos, 2),
             attributes={"axes": ["y", "x"], "units": "m"},
             dimension_names=("item", "position", "axis"),
         )
         root.create_array(
             TILT_ANGLE,
-            data=np.array([m.tilt_angle_rad for m in metas], dtype=np.float64),
+            compressors=result_codecs(), data=np.array([m.tilt_angle_rad for m in metas], dtype=np.float64),
             chunks=(n,),
             attributes={"units": "rad", "axis": ref.tilt_axis},
             dimension_names=("item",),

@@ -29,6 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from .checksum import checked, result_codecs
 from . import detector as det
 from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FAR_FIELD, FOCUS_TO_SAMPLE, FRAMES, GEOMETRY_KEYS, POSITIONS,
                      PROPAGATION_REGIME, SCHEMA_VERSION, TILT_ANGLE, check_propagation)
@@ -456,22 +457,28 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         root.attrs.update(attrs)
         frames = root.create_array(
             FRAMES, shape=(n, n_pos, *det_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle), fill_value=0,
+            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)), fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"))
-        root.create_array(POSITIONS, data=positions, chunks=(n, n_pos, 2), attributes={"axes": ["y", "x"], "units": "m"},
+        root.create_array(POSITIONS, compressors=result_codecs(),
+                          data=positions, chunks=(n, n_pos, 2), attributes={"axes": ["y", "x"], "units": "m"},
                           dimension_names=("item", "position", "axis"))
-        root.create_array(TILT_ANGLE, data=np.array([s.tilt_angle_rad for s in scans], dtype=np.float64),
+        root.create_array(TILT_ANGLE, compressors=result_codecs(),
+                          data=np.array([s.tilt_angle_rad for s in scans], dtype=np.float64),
                           chunks=(n,), attributes={"units": "rad", "axis": "y"}, dimension_names=("item",))
-        root.create_array(DETECTOR_MASK, data=np.ones(det_shape, bool) if measured is None else measured,
+        root.create_array(DETECTOR_MASK, compressors=result_codecs(),
+                          data=np.ones(det_shape, bool) if measured is None else measured,
                           chunks=det_shape, dimension_names=("det_y", "det_x"),
                           attributes={"meaning": "True = measured pixel; False = bad/hot/dead/gap, stored as 0 "
                                                  "and left free by the engines"})
         if kind == ENERGY_STACK:
-            root.create_array(PHOTON_ENERGY, data=np.array([s.energy_eV for s in scans]), chunks=(n,),
+            root.create_array(PHOTON_ENERGY, compressors=result_codecs(),
+                              data=np.array([s.energy_eV for s in scans]), chunks=(n,),
                               attributes={"units": "eV"})
-            root.create_array(WAVELENGTH, data=np.array([s.wavelength_m for s in scans]), chunks=(n,),
+            root.create_array(WAVELENGTH, compressors=result_codecs(),
+                              data=np.array([s.wavelength_m for s in scans]), chunks=(n,),
                               attributes={"units": "m"})
-            root.create_array(RECIPROCAL_SAMPLING, data=np.array([s.reciprocal_sampling_inv_m for s in scans]),
+            root.create_array(RECIPROCAL_SAMPLING, compressors=result_codecs(),
+                              data=np.array([s.reciprocal_sampling_inv_m for s in scans]),
                               chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
 
         def load(s: Scan) -> np.ndarray:

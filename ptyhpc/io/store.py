@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .checksum import result_codecs
 from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FOCUS_TO_SAMPLE, FRAMES, GEOMETRY_KEYS, POSITIONS,
                      PROPAGATION_REGIME, SCHEMA_VERSION, TILT_ANGLE, check_propagation)
 
@@ -239,6 +240,7 @@ def require_result_array(
             shards=None if shards is None else tuple(shards),
             fill_value=fill_value,
             attributes=_json_normal(attrs or {}),
+            compressors=result_codecs(),   # crc32c: damaged chunks raise on read instead of decoding
         )
     where = f"{_where(group)}: {name}"
     if not isinstance(existing, zarr.Array):

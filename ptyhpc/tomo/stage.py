@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..io.checksum import result_codecs
 from ..io.layout import (PTYCHO_ILLUMINATION, PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE, TOMO, TOMO_FBP,
                          TOMO_PROJECTIONS, TOMO_SHIFTS, TOMO_SIRT)
 from .align import (CENTER_METHODS, apply_shifts, consistency_residual, find_center, projection_matching,
@@ -24,6 +25,9 @@ from .preprocess import CHANNELS, amplitude_projections, phase_projections
 __all__ = ["run_tomo", "illuminated_box", "TomoInputError", "TOMO_PROJECTIONS"]
 
 _ANGSTROM = 1e-10
+#: Every tomo array: crc32c-checked chunks, and all chunks written (an all-zero slab too), so that
+#: ``ptyhpc verify`` can tell a deleted chunk from one that was never needed.
+_CHECKED = {"compressors": result_codecs(), "config": {"write_empty_chunks": True}}
 
 
 class TomoInputError(ValueError):
@@ -322,7 +326,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     # chunk of the volume; the client holds neither volume.
     slab = min(n_rows, DEFAULT_SLAB_SIZE if slab_size is None else int(slab_size))
     proj_arr = root.create_array(TOMO_PROJECTIONS, shape=work.shape, dtype="float32",
-                                 chunks=(n_items, slab, n_cols), overwrite=True)
+                                 chunks=(n_items, slab, n_cols), overwrite=True, **_CHECKED)
     proj_arr[:] = work
     proj_arr.attrs.update({"axes": ["item", "y", "x"], "units": "rad" if channel == "phase" else "1",
                            "channel": channel, "pixel_size_m": px})
@@ -334,13 +338,13 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     ):
         _say(progress, method.upper() + (f", {n_iter} iterations" if method == "sirt" else ""))
         arr = root.create_array(name, shape=(n_rows, n_cols, n_cols), dtype="float32",
-                                chunks=(slab, n_cols, n_cols), overwrite=True)
+                                chunks=(slab, n_cols, n_cols), overwrite=True, **_CHECKED)
         reconstruct_slabs(proj_arr, angles, method=method, client=client, slab_size=slab, out=arr,
                           scale=1.0 / px, center=center, **kw)
         arr.attrs.update({**common, **extra})
         vols[method] = arr
         lap(method)
-    arr = root.create_array(TOMO_SHIFTS, shape=shifts.shape, dtype="float64", overwrite=True)
+    arr = root.create_array(TOMO_SHIFTS, shape=shifts.shape, dtype="float64", overwrite=True, **_CHECKED)
     arr[:] = shifts
     arr.attrs.update({"axes": ["item", "yx"], "units": "px", "pixel_size_m": px,
                       "convention": "scipy.ndimage.shift applied to each projection"})
