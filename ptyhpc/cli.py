@@ -297,18 +297,36 @@ def status(store: Path = typer.Argument(..., help="zarr store"),
         from rich.table import Table  # noqa: PLC0415
 
         table = Table(title=f"{store} ({st['kind']})")
-        cols = [c for c in ("item", "tilt_deg", "energy_eV", "polarisation", "state", "final_error")
+        cols = [c for c in ("item", "tilt_deg", "energy_eV", "polarisation", "state", "final_error", "reason")
                 if any(c in row for row in st["items"])]
         for c in cols:
             table.add_column(c)
+        from rich.markup import escape  # noqa: PLC0415
+
         for row in st["items"]:
             table.add_row(*[("" if row.get(c) is None else f"{row[c]:.4g}" if isinstance(row[c], float)
-                             else str(row[c])) for c in cols])
+                             else escape(str(row[c]))) for c in cols])
         Console().print(table)
         c = st["counts"]
-        typer.echo(f"done {c['done']}/{st['n_items']}, running {c['running']}, pending {c['pending']}; "
+        typer.echo(f"done {c['done']}/{st['n_items']}, running {c['running']}, pending {c['pending']}, "
+                   f"failed {c['failed']}; "
                    f"run lock: {st['run_lock'] or 'free'}; tomography: "
                    f"{'complete' if st['tomo_complete'] else 'not done'}")
+
+
+@app.command()
+def verify(store: Path = typer.Argument(..., help="zarr store"),
+           repair: bool = typer.Option(False, help="reset items with damaged results to pending (a rerun "
+                                                   "recomputes them); remove stale build folders"),
+           as_json: bool = typer.Option(False, "--json", help="print the report as JSON")):
+    """Check every chunk of a store (checksums, missing chunks) by array and item; exit 1 if damage is left."""
+    from .io.verify import report_lines, verify_store  # noqa: PLC0415
+
+    with _user_errors():
+        rep = verify_store(store, repair=repair)
+        typer.echo(json.dumps(rep, indent=2) if as_json else "\n".join(report_lines(rep)))
+    if not rep["clean"]:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -157,8 +157,10 @@ def test_partially_written_item_is_never_marked_done(cnt3, tmp_path):
         run_ptycho(store, FAST, progress=False, items=[1])
     assert set(err.value.failed) == {1}
     g = open_store(store)
-    assert np.asarray(g[layout.PTYCHO_STATUS][...]).tolist() == [1, 0, 0]
-    # The object was written before the failure, yet the item is pending.
+    # Status 2 (failed, issue 12) with the reason stored; never 1.
+    assert np.asarray(g[layout.PTYCHO_STATUS][...]).tolist() == [1, 2, 0]
+    assert "probe" in str(g[layout.PTYCHO_FAILURE][1]) or "Error" in str(g[layout.PTYCHO_FAILURE][1])
+    # The object was written before the failure, yet the item is not done.
     np.testing.assert_array_equal(np.asarray(g[layout.PTYCHO_OBJECT][1]), ref[layout.PTYCHO_OBJECT][1])
     chunks.unlink()
     out = run_ptycho(store, FAST, progress=False)
@@ -180,7 +182,8 @@ def test_failed_item_does_not_stop_the_others(cnt3, tmp_path):
         with pytest.raises(ItemsFailedError, match="item 2") as err:
             run_ptycho(store, FAST, client=client, progress=False)
     assert set(err.value.failed) == {2}
-    assert _status(store).tolist() == [1, 1, 0]
+    assert _status(store).tolist() == [1, 1, 2]   # 2 = failed, the reason stored (issue 12)
+    assert str(open_store(store)[layout.PTYCHO_FAILURE][2]).startswith(("ValueError", "ItemDataError", "OSError"))
     r = results(store)
     for i in (0, 1):
         np.testing.assert_array_equal(r[layout.PTYCHO_OBJECT][i], ref[layout.PTYCHO_OBJECT][i])

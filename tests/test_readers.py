@@ -375,7 +375,7 @@ def test_dark_errors(tmp_path):
 def test_cli_ingest_formats_and_errors(tmp_path, make_tilt_files):
     runner = CliRunner()
     rng = np.random.default_rng(5)
-    nxs = write_nxptycho(tmp_path / "scan.nxs", rng.poisson(5.0, (6, 8, 8)).astype(np.uint16), np.zeros((6, 2)))
+    nxs = write_nxptycho(tmp_path / "scan.nxs", rng.poisson(5.0, (6, 8, 8)).astype(np.uint16), np.arange(12.0).reshape(6, 2) * 1e-7)  # distinct positions (all equal are refused)
     with h5py.File(nxs, "r+") as f:
         f["entry/instrument/detector/dark"] = np.full((3, 8, 8), 1, np.uint16)
     r = runner.invoke(app, ["ingest", str(nxs), "-o", str(tmp_path / "a.zarr"), "--dark", f"{nxs}:/entry/instrument/detector/dark"])

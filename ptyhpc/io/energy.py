@@ -256,6 +256,13 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
     check_target(store_path, overwrite, files)   # safe overwrite: only a ptyhpc store, never an input
     metas = sorted((read_xray_metadata(f) for f in files), key=lambda m: (m.photon_energy_eV, m.polarisation))
     _check_stack(metas)
+    from .plausible import check_geometry, warn_fractional_counts  # noqa: PLC0415
+
+    for m in metas:   # plausibility at the door: errors for the impossible, warnings for the unusual
+        check_geometry(m.path, radiation="xray", energy_eV=m.photon_energy_eV, wavelength_m=m.wavelength_m,
+                       semiangle_rad=m.probe_semiangle_rad, defocus_m=m.defocus_m, distance_m=m.detector_distance_m,
+                       reciprocal_sampling_inv_m=m.reciprocal_sampling_inv_m, positions_m=_positions(m),
+                       scan_step_m=m.scan_step_m)
     ref = metas[0]
     n, n_pos = len(metas), ref.scan_shape[0] * ref.scan_shape[1]
     chunks, shards = frames_chunking(n_pos, ref.detector_shape)
@@ -305,6 +312,8 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
                 counts = pending.result()
                 if k + 1 < n:
                     pending = reader.submit(read_counts, metas[k + 1].path)
+                if k == 0:
+                    warn_fractional_counts(metas[0].path, counts)
                 frames[k] = counts
                 bar.advance(task)
         root.attrs["ingest_complete"] = True

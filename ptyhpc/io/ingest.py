@@ -17,10 +17,15 @@ from zarr.codecs import BloscCodec, BloscShuffle
 from .checksum import checked, result_codecs
 from .hdf5_tilt import ScanMetadata, read_counts, scan_positions
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .plausible import check_angles, check_store_geometry, warn_fractional_counts
 from .safe_write import check_target
 from .validate import IngestError, validate_files
 
 __all__ = ["ingest", "geometry_from_metadata", "frames_chunking", "partial_path", "commit_store"]
+
+#: Raw fields of the per-angle files, named in plausibility messages.
+_FIELDS = {"energy": "entry/instrument/beam_energy_eV", "probe_semiangle": "entry/instrument/convergence_semiangle_mrad",
+           "positions": "entry/instrument/scan_step_A"}
 
 #: Upper bound on positions per inner chunk of ``frames``.
 MAX_POSITIONS_PER_CHUNK = 64
@@ -128,6 +133,9 @@ def ingest(
     metas = sorted(validate_files(files), key=lambda m: m.tilt_angle_rad)
     ref = metas[0]
     n, n_pos = len(metas), ref.n_positions
+    # Plausibility at the door (io/plausible): errors for the impossible, warnings for the unusual.
+    check_store_geometry(ref.path, "electron", geometry_from_metadata(ref), scan_positions(ref), fields=_FIELDS)
+    check_angles([m.tilt_angle_rad for m in metas], [m.path for m in metas])
     chunks, shards = frames_chunking(n_pos, ref.detector_shape)
 
     store_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +182,8 @@ def ingest(
                 bar.update(task, description=f"ingest {meta.path.name}")
                 if counts.shape != (n_pos, *ref.detector_shape) or counts.dtype != ref.dtype:
                     raise IngestError(f"{meta.path}: entry/data/counts: changed since validation")
+                if k == 0:
+                    warn_fractional_counts(meta.path, counts, "entry/data/counts")
                 frames[k] = counts
                 bar.advance(task)
 

@@ -84,7 +84,9 @@ leaves a result that looks complete and a rerun skips finished items.
                                attribute ``refined``); NaN for items not yet done.
     ``results/ptycho/error``   (n_items, n_iter) float32, data error per iteration.
     ``results/ptycho/illumination``  (n_items, H, W) float32, Σ_j |P_j|² on the object grid.
-    ``results/ptycho/status``  (n_items,) uint8.
+    ``results/ptycho/status``  (n_items,) uint8: 0 pending, 1 done, 2 failed (checked inputs or outputs
+                               were unusable, or the item raised).
+    ``results/ptycho/failure`` (n_items,) str, one chunk per item: the reason of a failed item, "" otherwise.
     ``results/tomo/sirt``,
     ``results/tomo/fbp``       (ny, nz, nx) float32; attributes ``axes = ["y", "z", "x"]``,
                                ``voxel_size_m``, ``origin_m`` (y, z, x) of voxel [0, 0, 0]
@@ -114,6 +116,8 @@ PTYCHO_ERROR = "results/ptycho/error"
 PTYCHO_STATUS = "results/ptycho/status"
 PTYCHO_ILLUMINATION = "results/ptycho/illumination"
 PTYCHO_POSITIONS = "results/ptycho/positions"
+#: (n_items,) str: why an item failed (status 2); "" otherwise (:mod:`ptyhpc.pipeline.item_status`).
+PTYCHO_FAILURE = "results/ptycho/failure"
 TOMO = "results/tomo"
 TOMO_SIRT = "results/tomo/sirt"
 TOMO_FBP = "results/tomo/fbp"

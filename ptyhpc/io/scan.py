@@ -404,6 +404,15 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     for s in scans:
         check_scan(s)
     kind = _check_together(scans)
+    from .plausible import check_angles, check_geometry  # noqa: PLC0415
+
+    for s in scans:   # plausibility at the door: errors for the impossible, warnings for the unusual
+        check_geometry(s.name, radiation=s.radiation, energy_eV=s.energy_eV, wavelength_m=s.wavelength_m,
+                       semiangle_rad=s.probe_semiangle_rad, defocus_m=s.defocus_m, distance_m=s.distance_m,
+                       reciprocal_sampling_inv_m=s.reciprocal_sampling_inv_m, positions_m=s.positions_m,
+                       regime=s.regime, fields=s.fields)
+    if kind == "tilt_series":
+        check_angles([s.tilt_angle_rad for s in scans], [s.name for s in scans])
     _warn_if_near_field(scans[0])
     if kind == ENERGY_STACK:
         scans.sort(key=lambda s: (s.energy_eV, s.polarisation))
@@ -487,6 +496,9 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
                 raise IngestError(f"{s.name}: {s.fields.get('frames', 'frames')}: changed since validation "
                                   f"(shape {counts.shape}, dtype {counts.dtype})")
             check_counts(s.name, counts if measured is None else counts[:, measured], s.fields.get("frames", "frames"))
+            from .plausible import warn_fractional_counts  # noqa: PLC0415
+
+            warn_fractional_counts(s.name, counts, s.fields.get("frames", "frames"))
             return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
 
         with Progress(disable=not progress, transient=False) as bar:

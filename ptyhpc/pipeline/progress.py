@@ -11,6 +11,7 @@ import numpy as np
 
 from ..io import layout, open_store
 from ..io.energy import ENERGY_STACK, PHOTON_ENERGY
+from .item_status import FAILED, failure_reasons
 from .lock import lock_dir
 
 __all__ = ["store_status"]
@@ -33,7 +34,8 @@ def _held(path: Path, shared_ok: bool = False) -> bool:
 def store_status(store_path) -> dict:
     """Per-item state of the ptychography stage and who holds the store.
 
-    An item is ``done`` when its status is 1, ``running`` when a task holds
+    An item is ``done`` when its status is 1, ``failed`` when it is 2 (row
+    ``reason``: why), ``running`` when a task holds
     its item lock (on any machine that shares the file system, see
     :mod:`ptyhpc.pipeline.lock`), ``pending`` otherwise.
 
@@ -41,8 +43,8 @@ def store_status(store_path) -> dict:
     -------
     dict
         ``store``, ``kind``, ``n_items``, ``items`` (list of dicts: ``item``,
-        ``state``, ``final_error`` (None unless done) and ``tilt_deg`` or
-        ``energy_eV`` and ``polarisation``), ``counts`` (done/running/pending),
+        ``state``, ``final_error`` (None unless done), ``reason`` (failed items) and ``tilt_deg`` or
+        ``energy_eV`` and ``polarisation``), ``counts`` (done/running/pending/failed),
         ``run_lock`` (None when free; the holder's description, or
         ``"job array elements"``), ``tomo_complete``.
 
@@ -57,6 +59,7 @@ def store_status(store_path) -> dict:
     status = np.asarray(group[layout.PTYCHO_STATUS][...]) if layout.PTYCHO_STATUS in group else np.zeros(n, np.uint8)
     err = np.asarray(group[layout.PTYCHO_ERROR][:, -1]) if layout.PTYCHO_ERROR in group else None
     locks = lock_dir(store_path)
+    reasons = failure_reasons(group)
     items = []
     for i in range(n):
         row = {"item": i}
@@ -67,6 +70,9 @@ def store_status(store_path) -> dict:
             row["tilt_deg"] = round(float(np.degrees(group[layout.TILT_ANGLE][i])), 6)
         if status[i] == 1:
             row["state"] = "done"
+        elif status[i] == FAILED:
+            row["state"] = "failed"
+            row["reason"] = reasons.get(i) or "(no reason stored)"
         elif _held(locks / "locks" / f"item-{i:06d}.lock"):
             row["state"] = "running"
         else:
@@ -81,7 +87,7 @@ def store_status(store_path) -> dict:
             info = {}
         run_lock = (f"pid {info['pid']} on {info['host']} since {info['since']}" if info
                     else "job array elements")
-    counts = {s: sum(r["state"] == s for r in items) for s in ("done", "running", "pending")}
+    counts = {s: sum(r["state"] == s for r in items) for s in ("done", "running", "pending", "failed")}
     tomo = bool(group[layout.TOMO].attrs.get("complete", False)) if layout.TOMO in group else False
     return {"store": str(store_path), "kind": kind, "n_items": n, "items": items, "counts": counts,
             "run_lock": run_lock, "tomo_complete": tomo}

@@ -41,6 +41,7 @@ from ..ptycho.chain import reconstruct_chain, validate_stages
 from ..ptycho.engines import ENGINES, probe_from_mean_pattern, reconstruct
 from ..ptycho.operators import ScanGeometry
 from ..ptycho.propagators import NearField
+from .item_status import check_item_frames, check_item_result, clear_failure, mark_failed, prepare_item_status
 
 __all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
            "task_resources", "warm_start_sources", "ItemsFailedError"]
@@ -417,6 +418,21 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
                      after=None) -> dict:
     """Reconstruct one item and write it into the store (runs on a worker).
 
+    As :func:`_reconstruct_item`; when it raises, the item gets status 2
+    (failed) with the reason stored (:func:`ptyhpc.pipeline.item_status.mark_failed`),
+    unless a twin task finished it meanwhile, and the error is raised again.
+    """
+    try:
+        return _reconstruct_item(store_path, item, params, init_probe_from, after)
+    except Exception as exc:
+        record_failure(store_path, item, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, init_probe_from: int | None = None,
+                      after=None) -> dict:
+    """Reconstruct one item and write it into the store (runs on a worker).
+
     Holds the item's lock (:func:`ptyhpc.pipeline.lock.item_lock`) while it
     works, and returns at once when the item is already done, so a task that
     runs twice (resubmitted after a lost worker or a vanished client) writes
@@ -466,6 +482,7 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
         grid = _item_grid(group, item)
         geom = item_geometry(group, item)
         frames, positions = read_item(group, item)
+        check_item_frames(group, item, frames)   # present, finite, not all zero: else status 2, no compute
         mask = _detector_mask(group) if params.use_detector_mask else None
         if mask is not None:
             # Ingest stores bad pixels as 0; make sure, since the probe's scale below sums the counts.
@@ -497,16 +514,39 @@ def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, in
             result = reconstruct(frames, positions, probe, grid.pixel_size_m, engine=params.engine,
                                  n_iter=params.n_iter, **common)
         compute = time.perf_counter() - tc
+        check_item_result(item, _expected_results(group, item, result))   # finite, right shapes
         # Data first, status last: a crash in between leaves status 0 and the item is redone.
         group[layout.PTYCHO_OBJECT][item] = result.object
         group[layout.PTYCHO_PROBE][item] = result.probe
         group[layout.PTYCHO_ERROR][item] = result.error
         group[layout.PTYCHO_ILLUMINATION][item] = result.illumination
         group[layout.PTYCHO_POSITIONS][item] = result.info["positions_m"]
+        clear_failure(group, item)
         group[layout.PTYCHO_STATUS][item] = 1
     return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": compute,
             "final_error": float(result.error[-1]), "backend": xp.__name__, "worker": worker,
             "started": started, "finished": time.time(), "already_done": False}
+
+
+def _expected_results(group, item: int, result) -> dict:
+    """name -> (value, shape in the store) of one item's results, for :func:`check_item_result`."""
+    names = (layout.PTYCHO_OBJECT, layout.PTYCHO_PROBE, layout.PTYCHO_ERROR, layout.PTYCHO_ILLUMINATION,
+             layout.PTYCHO_POSITIONS)
+    values = (result.object, result.probe, result.error, result.illumination, result.info["positions_m"])
+    return {name: (value, group[name].shape[1:]) for name, value in zip(names, values)}
+
+
+def record_failure(store_path: str, item: int, reason: str) -> None:
+    """Mark ``item`` failed with ``reason`` unless it is done; never raises (the caller reports the error)."""
+    from .lock import item_lock  # noqa: PLC0415
+
+    try:
+        with item_lock(store_path, item):
+            group = open_store(store_path, mode="r+")
+            if layout.PTYCHO_STATUS in group and int(group[layout.PTYCHO_STATUS][item]) != 1:
+                mark_failed(group, item, reason)
+    except Exception:  # noqa: BLE001  (a read-only or damaged store: the error itself is reported by the caller)
+        pass
 
 
 def prepare_results(group, params: PtychoParams) -> ObjectGrid:
@@ -554,8 +594,8 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     require_result_array(group, layout.PTYCHO_ERROR, (n, params.n_iter), "float32", (1, params.n_iter),
                          attrs={"definition": "sum over measured pixels (|Psi| - sqrt(I))^2 / sum I"})
     require_result_array(group, layout.PTYCHO_ILLUMINATION, (n, H, W), "float32", (1, H, W), attrs=attrs)
-    require_result_array(group, layout.PTYCHO_STATUS, (n,), "uint8", (1,),
-                         attrs={"meaning": "0 = pending, 1 = done"})
+    require_result_array(group, layout.PTYCHO_STATUS, (n,), "uint8", (1,))
+    prepare_item_status(group)   # failure reasons array; status meaning 0/1/2 (item_status)
     # The regime and its geometry, so that a reader of the results knows the physics behind them;
     # not compared on a rerun (stores with results from before this attribute must still resume),
     # but this function and :func:`_item_grid` refuse results prepared for the other regime.

@@ -15,6 +15,8 @@ import numpy as np
 import zarr
 
 from ..io.checksum import result_codecs
+from ..io.verify import check_consumed_items
+from ..pipeline.item_status import failure_reasons
 from ..io.layout import (PTYCHO_ILLUMINATION, PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE, TOMO, TOMO_FBP,
                          TOMO_PROJECTIONS, TOMO_SHIFTS, TOMO_SIRT)
 from .align import (CENTER_METHODS, apply_shifts, consistency_residual, find_center, projection_matching,
@@ -85,6 +87,15 @@ def _pixel_size(attrs) -> float:
     if px.size == 2 and not np.isclose(px[0], px[1], rtol=1e-6):
         raise TomoInputError(f"tomography needs square object pixels, got pixel_size_m = {px.tolist()}")
     return float(px[0])
+
+
+def _read(arr, sel, store_path):
+    """``arr[sel]``; a damaged chunk (crc32c mismatch, undecodable) becomes a TomoInputError naming the array."""
+    try:
+        return np.asarray(arr[sel])
+    except ValueError as exc:
+        raise TomoInputError(f"{store_path}: {arr.path}: damaged chunk ({exc}); run ptyhpc verify {store_path} "
+                             "--repair, then reconstruct and tomo again") from exc
 
 
 def _phase(obj: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -214,6 +225,11 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         timings[name] = now - tick
         tick = now
 
+    # Checked before anything is read (a slab of 0 rows divided by zero after the whole alignment).
+    if slab_size is not None and (not isinstance(slab_size, (int, np.integer)) or slab_size < 1):
+        raise ValueError(f"slab_size must be an integer >= 1 (rows per task), got {slab_size!r}")
+    if not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        raise ValueError(f"n_iter must be an integer >= 1 (SIRT iterations), got {n_iter!r}")
     if background not in ("dark", "robust", "border"):
         raise ValueError(f"background must be 'dark', 'robust' or 'border', got {background!r}")
     if channel not in CHANNELS:
@@ -237,9 +253,12 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
                              f"and {PTYCHO_OBJECT} {obj_arr.shape} disagree on the number of items")
     missing = np.flatnonzero(status != 1)
     if missing.size:
-        listed = ", ".join(f"{i} ({np.rad2deg(angles[i]):.1f}°)" for i in missing)
+        reasons = failure_reasons(root)
+        listed = ", ".join(f"{i} ({np.rad2deg(angles[i]):.1f}°" + (f", failed: {reasons[i]}" if i in reasons else "")
+                           + ")" for i in missing)
         raise TomoInputError(f"{store_path}: no finished ptycho result for item(s) {listed}; "
                              "run the ptycho stage for them first")
+    check_consumed_items(root, [PTYCHO_OBJECT, PTYCHO_ILLUMINATION], range(angles.size), store_path)
     if angles.size < 3:
         raise TomoInputError(f"{store_path}: tomography needs at least 3 items, got {angles.size}")
     for key in ("pixel_size_m", "origin_m"):
@@ -250,14 +269,14 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     n_items, H, W = obj_arr.shape
 
     if isinstance(root.get(PTYCHO_ILLUMINATION), zarr.Array):
-        illum = root[PTYCHO_ILLUMINATION][:]
+        illum = _read(root[PTYCHO_ILLUMINATION], slice(None), store_path)
         if illum.shape != obj_arr.shape:
             raise TomoInputError(f"{store_path}: {PTYCHO_ILLUMINATION} {illum.shape} does not match "
                                  f"{PTYCHO_OBJECT} {obj_arr.shape}")
         r0, r1, c0, c1 = illuminated_box(illum, illumination_threshold)
     else:
         r0, r1, c0, c1 = 0, H, 0, W
-    obj = np.asarray(obj_arr[:, r0:r1, c0:c1])
+    obj = _read(obj_arr, (slice(None), slice(r0, r1), slice(c0, c1)), store_path)
     y0, x0 = origin[0] + r0 * px, origin[1] + c0 * px
     _say(progress, f"{n_items} items, field {r1 - r0}×{c1 - c0} px cropped from {H}×{W}, pixel {px / _ANGSTROM:.3f} Å")
     lap("read")
