@@ -232,7 +232,10 @@ def read_counts(path: str | PathLike) -> np.ndarray:
     path = Path(path)
     with _open(path) as f:
         ds = _counts_dataset(path, f)
-        counts = ds[()]
+        try:
+            counts = ds[()]
+        except OSError as err:   # a damaged chunk or a failing compression filter
+            raise IngestError(f"{path}: {COUNTS}: cannot read ({err})") from None
     check_counts(path, counts, COUNTS)
     sy, sx, dy, dx = counts.shape
     return counts.reshape(sy * sx, dy, dx)

@@ -213,8 +213,12 @@ def read_ahead(load, items):
 def partial_path(store_path: Path) -> Path:
     """The sibling folder a store is built in before :func:`commit_store` renames it into place.
 
-    Any leftover of an earlier crashed run of a process with the same pid is removed.
+    Any leftover of an earlier crashed run of a process with the same pid is removed, and so are the
+    build folders of killed ingests of the same store (:func:`ptyhpc.io.safe_write.clean_stale_for`).
     """
+    from .safe_write import clean_stale_for  # noqa: PLC0415
+
+    clean_stale_for(store_path)
     tmp = store_path.with_name(f"{store_path.name}.partial-{os.getpid()}")
     _remove(tmp)
     return tmp

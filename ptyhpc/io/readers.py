@@ -54,6 +54,7 @@ def detect_format(path: str | PathLike) -> str:
         raise IngestError(f"{path}: file not found")
     if not h5py.is_hdf5(path):
         raise IngestError(f"{path}: not an HDF5 file")
+    _openable(path)
     with h5py.File(path, "r") as f:
         if "cxi_version" in f:
             return "cxi"
@@ -129,6 +130,8 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
         raise IngestError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not files:
         raise IngestError("no input files given")
+    for f in files:
+        _openable(f)   # a truncated or damaged file: a clear error naming it, wherever it is in the list
     if fmt == "auto":
         fmt = "generic" if spec is not None else detect_format(files[0])
     if spec is not None and fmt != "generic":
@@ -195,6 +198,20 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
                               mask=ref(mask, None),
                               mask_bad=mask_bad or spec_corr.get("mask_bad") or "nonzero")
     return ingest_scans(scans, store_path, corrections=corrections, overwrite=overwrite, progress=progress)
+
+
+def _openable(path: Path) -> None:
+    """Refuse an HDF5 file that h5py cannot open (truncated, damaged superblock), naming it.
+
+    Files that are missing or not HDF5 are left to the readers' own messages.
+    """
+    if not (path.is_file() and h5py.is_hdf5(path)):
+        return
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot open as HDF5, the file is damaged or truncated ({exc})") from None
 
 
 def _with_propagation(spec, regime: str | None, focus_to_sample_m: float | None):

@@ -26,7 +26,12 @@ from pathlib import Path
 
 from .validate import IngestError
 
-__all__ = ["is_ptyhpc_store", "check_target", "replace_store", "stale_build_folders", "remove_stale_build_folders"]
+__all__ = ["is_ptyhpc_store", "check_target", "replace_store", "stale_build_folders", "remove_stale_build_folders",
+           "clean_stale_for", "StaleBuildWarning"]
+
+class StaleBuildWarning(UserWarning):
+    """Build folders of killed ingests were found (and, for the same target, removed)."""
+
 
 _BUILD = re.compile(r"^(?P<store>.+)\.(?P<what>partial|old)-(?P<pid>\d+)$")
 
@@ -192,3 +197,34 @@ def remove_stale_build_folders(folder: str | PathLike) -> list[Path]:
     for p in gone:
         _remove(p)
     return gone
+
+
+def clean_stale_for(store_path: str | PathLike) -> list[Path]:
+    """Remove the stale build folders of ``store_path`` (called by every ingest) and warn about them.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+
+    Warns
+    -----
+    StaleBuildWarning
+        Naming the folders removed, and stale folders of other stores in the same folder (left alone).
+    """
+    import warnings  # noqa: PLC0415
+
+    store_path = Path(store_path)
+    stale = stale_build_folders(store_path.parent)
+    mine = [p for p in stale if _BUILD.match(p.name)["store"] == store_path.name]
+    others = [p for p in stale if p not in mine]
+    for p in mine:
+        _remove(p)
+    if mine:
+        warnings.warn(f"removed {len(mine)} build folder(s) of killed ingests of {store_path}: "
+                      f"{[p.name for p in mine]}", StaleBuildWarning, stacklevel=2)
+    if others:
+        warnings.warn(f"build folder(s) of killed ingests of other stores in {store_path.parent}: "
+                      f"{[p.name for p in others]}; ptyhpc verify STORE --repair (or the next ingest of that "
+                      "store) removes them", StaleBuildWarning, stacklevel=2)
+    return mine

@@ -491,7 +491,10 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
                               chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
 
         def load(s: Scan) -> np.ndarray:
-            counts = s.load_frames()
+            try:
+                counts = s.load_frames()
+            except OSError as exc:   # a damaged chunk or a failing compression filter in the raw file
+                raise IngestError(f"{s.name}: {s.fields.get('frames', 'frames')}: cannot read ({exc})") from None
             if counts.shape != (n_pos, *det_shape) or counts.dtype != ref.dtype:
                 raise IngestError(f"{s.name}: {s.fields.get('frames', 'frames')}: changed since validation "
                                   f"(shape {counts.shape}, dtype {counts.dtype})")

@@ -20,7 +20,8 @@ from ..io import layout
 from ..io.checksum import missing_item_chunks, result_codecs
 
 __all__ = ["PENDING", "DONE", "FAILED", "STATUS_MEANING", "ItemDataError", "check_item_frames",
-           "check_item_result", "prepare_item_status", "mark_failed", "clear_failure", "failure_reasons"]
+           "check_item_result", "prepare_item_status", "mark_failed", "clear_failure", "failure_reasons",
+           "item_memory_bytes", "check_item_memory"]
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_MEANING = "0 = pending, 1 = done, 2 = failed (reason in results/ptycho/failure)"
@@ -121,3 +122,55 @@ def failure_reasons(group) -> dict[int, str]:
         return {}
     reasons = group[layout.PTYCHO_FAILURE] if layout.PTYCHO_FAILURE in group else None
     return {i: (str(reasons[i]) if reasons is not None else "") for i in failed}
+
+
+def item_memory_bytes(n_positions: int, det_shape, fft_shape, object_shape, batch_size: int,
+                      n_modes: int = 1) -> int:
+    """A lower bound of the memory one item's reconstruction allocates, bytes.
+
+    Frames (float32, and their square roots), the object with its update
+    numerator and denominator (complex64, float32 weights), the illumination,
+    and a batch of exit waves with their Fourier transforms and updates
+    (about six complex64 arrays of ``fft_shape`` per position and mode).
+    """
+    det = int(np.prod(det_shape))
+    obj = int(np.prod(object_shape, dtype=np.float64))
+    waves = min(int(batch_size), int(n_positions)) * int(n_modes) * int(np.prod(fft_shape)) * 8 * 6
+    return int(n_positions) * det * 4 * 2 + obj * (8 * 2 + 4 * 3) + waves
+
+
+def check_item_memory(where, nbytes: int, detail: str, limit: int | None = None) -> None:
+    """Refuse an item that cannot fit in memory before anything is allocated.
+
+    Parameters
+    ----------
+    where : str
+        Store, for the message.
+    nbytes : int
+        :func:`item_memory_bytes`.
+    detail : str
+        What makes it this large (object grid, frames), for the message.
+    limit : int, optional
+        Bytes available; default: this machine's physical memory.
+
+    Raises
+    ------
+    ValueError
+        ``nbytes > limit``.
+    """
+    if limit is None:
+        import psutil  # noqa: PLC0415  (a dependency of distributed)
+
+        limit = int(psutil.virtual_memory().total)
+    if nbytes > limit:
+        raise ValueError(f"{where}: one item needs at least {_size(nbytes)} ({detail}), more than the "
+                         f"{_size(limit)} of memory here; check the store's geometry (scan step, detector "
+                         "sampling, pixel size): a unit slip gives an enormous object grid")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"

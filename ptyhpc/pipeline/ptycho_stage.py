@@ -41,7 +41,8 @@ from ..ptycho.chain import reconstruct_chain, validate_stages
 from ..ptycho.engines import ENGINES, probe_from_mean_pattern, reconstruct
 from ..ptycho.operators import ScanGeometry
 from ..ptycho.propagators import NearField
-from .item_status import check_item_frames, check_item_result, clear_failure, mark_failed, prepare_item_status
+from .item_status import (check_item_frames, check_item_memory, check_item_result, clear_failure, item_memory_bytes,
+                          mark_failed, prepare_item_status)
 
 __all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
            "task_resources", "warm_start_sources", "ItemsFailedError"]
@@ -536,6 +537,15 @@ def _expected_results(group, item: int, result) -> dict:
     return {name: (value, group[name].shape[1:]) for name, value in zip(names, values)}
 
 
+def _check_memory(group, grid: ObjectGrid, params: PtychoParams) -> None:
+    n_pos, det = group[layout.FRAMES].shape[1], group[layout.FRAMES].shape[2:]
+    need = item_memory_bytes(n_pos, det, grid.fft_shape, grid.object_shape, params.batch_size,
+                             max(int(st["n_probe_modes"]) for _, st in params._stage_settings()))
+    check_item_memory(str(group.store).removeprefix("file://"), need,
+                      f"object {grid.object_shape[0]} x {grid.object_shape[1]} px of {grid.pixel_size_m[0]:.3g} m, "
+                      f"{n_pos} frames of {tuple(det)}")
+
+
 def record_failure(store_path: str, item: int, reason: str) -> None:
     """Mark ``item`` failed with ``reason`` unless it is done; never raises (the caller reports the error)."""
     from .lock import item_lock  # noqa: PLC0415
@@ -569,6 +579,7 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     n = group[layout.FRAMES].shape[0]
     H, W = grid.object_shape
     Ny, Nx = grid.fft_shape
+    _check_memory(group, grid, params)   # before any array is created or allocated
     if group.attrs.get("kind") == ENERGY_STACK:
         # One (y, x) pair per item: the pixel follows the wavelength.
         attrs = {"pixel_size_m": [list(g.pixel_size_m) for g in grids], "origin_m": [list(g.origin_m) for g in grids]}
