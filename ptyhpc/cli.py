@@ -259,12 +259,12 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
          site_config: Optional[Path] = typer.Option(None, help="site configuration YAML"),
          scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
          workers: Optional[int] = typer.Option(None, help="LocalCluster workers (default: all cores)"),
-         n_iter: int = typer.Option(100, help="SIRT iterations"),
+         n_iter: int = typer.Option(100, min=1, help="SIRT iterations"),
          nonneg: bool = typer.Option(True, help="non-negativity in SIRT"),
          align: bool = typer.Option(True, help="align projections (vertical, centre of rotation, projection matching)"),
          channel: str = typer.Option("phase", help="phase | amplitude (-log |O|)"),
          center_method: str = typer.Option("consistency", help="consistency | auto | mirror | sharpness | com"),
-         slab_size: Optional[int] = typer.Option(None, help="rows of the volume per dask task"),
+         slab_size: Optional[int] = typer.Option(None, min=1, help="rows of the volume per dask task"),
          figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
     """Offset/ramp removal, alignment, FBP and SIRT of the per-angle phases, slab-parallel."""
     with _user_errors():

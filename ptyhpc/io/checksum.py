@@ -23,8 +23,14 @@ from pathlib import Path
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-__all__ = ["checked", "result_codecs", "has_checksum", "storage_chunks", "chunk_path", "item_chunk_keys",
+__all__ = ["FRAMES_CONFIG", "checked", "result_codecs", "has_checksum", "storage_chunks", "chunk_path",
+           "item_chunk_keys",
            "missing_item_chunks", "is_checksum_error"]
+
+
+#: Array config of ``frames`` at ingest: every item's shard is written, an all-zero one too, so that a
+#: shard missing from the store is always damage (and an item without counts is named as such).
+FRAMES_CONFIG = {"write_empty_chunks": True}
 
 
 def checked(*compressors) -> tuple:

@@ -49,7 +49,7 @@ import zarr
 from scipy.constants import c, e, h
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from .checksum import checked, result_codecs
+from .checksum import FRAMES_CONFIG, checked, result_codecs
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .hdf5_tilt import _number as _num  # same checks and messages as the electron reader
 from .validate import SUPPORTED_DTYPES, IngestError
@@ -286,7 +286,8 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
         })
         frames = root.create_array(
             FRAMES, shape=(n, n_pos, *ref.detector_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)), fill_value=0,
+            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
+            config=FRAMES_CONFIG, fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"))
         root.create_array(POSITIONS, compressors=result_codecs(),
                           data=np.stack([_positions(m) for m in metas]), chunks=(n, n_pos, 2),

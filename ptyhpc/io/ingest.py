@@ -14,7 +14,7 @@ import zarr
 from rich.progress import Progress
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from .checksum import checked, result_codecs
+from .checksum import FRAMES_CONFIG, checked, result_codecs
 from .hdf5_tilt import ScanMetadata, read_counts, scan_positions
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .plausible import check_angles, check_store_geometry, warn_fractional_counts
@@ -24,7 +24,8 @@ from .validate import IngestError, validate_files
 __all__ = ["ingest", "geometry_from_metadata", "frames_chunking", "partial_path", "commit_store"]
 
 #: Raw fields of the per-angle files, named in plausibility messages.
-_FIELDS = {"energy": "entry/instrument/beam_energy_eV", "probe_semiangle": "entry/instrument/convergence_semiangle_mrad",
+_FIELDS = {"energy": "entry/instrument/beam_energy_eV",
+           "probe_semiangle": "entry/instrument/convergence_semiangle_mrad",
            "positions": "entry/instrument/scan_step_A"}
 
 #: Upper bound on positions per inner chunk of ``frames``.
@@ -158,6 +159,7 @@ def ingest(
             chunks=chunks,
             shards=shards,
             compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
+            config=FRAMES_CONFIG,
             fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"),
         )

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from .checksum import checked, result_codecs
+from .checksum import FRAMES_CONFIG, checked, result_codecs
 from . import detector as det
 from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FAR_FIELD, FOCUS_TO_SAMPLE, FRAMES, GEOMETRY_KEYS, POSITIONS,
                      PROPAGATION_REGIME, SCHEMA_VERSION, TILT_ANGLE, check_propagation)
@@ -466,7 +466,8 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         root.attrs.update(attrs)
         frames = root.create_array(
             FRAMES, shape=(n, n_pos, *det_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)), fill_value=0,
+            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
+            config=FRAMES_CONFIG, fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"))
         root.create_array(POSITIONS, compressors=result_codecs(),
                           data=positions, chunks=(n, n_pos, 2), attributes={"axes": ["y", "x"], "units": "m"},
