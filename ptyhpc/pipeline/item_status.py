@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io import layout
+from ..io import layout, open_store
 from ..io.checksum import missing_item_chunks, result_codecs
 
 __all__ = ["PENDING", "DONE", "FAILED", "STATUS_MEANING", "ItemDataError", "check_item_frames",
            "check_item_result", "prepare_item_status", "mark_failed", "clear_failure", "failure_reasons",
-           "item_memory_bytes", "check_item_memory"]
+           "item_memory_bytes", "check_item_memory", "check_params_memory", "expected_results", "record_failure"]
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_MEANING = "0 = pending, 1 = done, 2 = failed (reason in results/ptycho/failure)"
@@ -174,3 +174,35 @@ def _size(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1024
     return f"{n:.3g} EiB"
+
+
+def check_params_memory(group, grid, params) -> None:
+    """:func:`check_item_memory` of one item of ``group`` on ``grid`` (an ``ObjectGrid``) with ``params``
+    (``PtychoParams``: batch size, probe modes of every stage)."""
+    n_pos, det = group[layout.FRAMES].shape[1], group[layout.FRAMES].shape[2:]
+    modes = max(int(st["n_probe_modes"]) for _, st in params._stage_settings())
+    need = item_memory_bytes(n_pos, det, grid.fft_shape, grid.object_shape, params.batch_size, modes)
+    check_item_memory(str(group.store).removeprefix("file://"), need,
+                      f"object {grid.object_shape[0]} x {grid.object_shape[1]} px of {grid.pixel_size_m[0]:.3g} m, "
+                      f"{n_pos} frames of {tuple(det)}")
+
+
+def expected_results(group, result) -> dict:
+    """name -> (value, shape in the store) of one item's reconstruction, for :func:`check_item_result`."""
+    names = (layout.PTYCHO_OBJECT, layout.PTYCHO_PROBE, layout.PTYCHO_ERROR, layout.PTYCHO_ILLUMINATION,
+             layout.PTYCHO_POSITIONS)
+    values = (result.object, result.probe, result.error, result.illumination, result.info["positions_m"])
+    return {name: (value, group[name].shape[1:]) for name, value in zip(names, values)}
+
+
+def record_failure(store_path: str, item: int, reason: str) -> None:
+    """Mark ``item`` failed with ``reason`` unless it is done; never raises (the caller reports the error)."""
+    from .lock import item_lock  # noqa: PLC0415
+
+    try:
+        with item_lock(store_path, item):
+            group = open_store(store_path, mode="r+")
+            if layout.PTYCHO_STATUS in group and int(group[layout.PTYCHO_STATUS][item]) != DONE:
+                mark_failed(group, item, reason)
+    except Exception:  # noqa: BLE001  (a read-only or damaged store: the error itself is reported by the caller)
+        pass

@@ -41,8 +41,8 @@ from ..ptycho.chain import reconstruct_chain, validate_stages
 from ..ptycho.engines import ENGINES, probe_from_mean_pattern, reconstruct
 from ..ptycho.operators import ScanGeometry
 from ..ptycho.propagators import NearField
-from .item_status import (check_item_frames, check_item_memory, check_item_result, clear_failure, item_memory_bytes,
-                          mark_failed, prepare_item_status)
+from .item_status import (check_item_frames, check_item_result, check_params_memory, clear_failure, expected_results,
+                          prepare_item_status, record_failure)
 
 __all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
            "task_resources", "warm_start_sources", "ItemsFailedError"]
@@ -515,7 +515,7 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
             result = reconstruct(frames, positions, probe, grid.pixel_size_m, engine=params.engine,
                                  n_iter=params.n_iter, **common)
         compute = time.perf_counter() - tc
-        check_item_result(item, _expected_results(group, item, result))   # finite, right shapes
+        check_item_result(item, expected_results(group, result))   # finite, the right shapes
         # Data first, status last: a crash in between leaves status 0 and the item is redone.
         group[layout.PTYCHO_OBJECT][item] = result.object
         group[layout.PTYCHO_PROBE][item] = result.probe
@@ -527,36 +527,6 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
     return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": compute,
             "final_error": float(result.error[-1]), "backend": xp.__name__, "worker": worker,
             "started": started, "finished": time.time(), "already_done": False}
-
-
-def _expected_results(group, item: int, result) -> dict:
-    """name -> (value, shape in the store) of one item's results, for :func:`check_item_result`."""
-    names = (layout.PTYCHO_OBJECT, layout.PTYCHO_PROBE, layout.PTYCHO_ERROR, layout.PTYCHO_ILLUMINATION,
-             layout.PTYCHO_POSITIONS)
-    values = (result.object, result.probe, result.error, result.illumination, result.info["positions_m"])
-    return {name: (value, group[name].shape[1:]) for name, value in zip(names, values)}
-
-
-def _check_memory(group, grid: ObjectGrid, params: PtychoParams) -> None:
-    n_pos, det = group[layout.FRAMES].shape[1], group[layout.FRAMES].shape[2:]
-    need = item_memory_bytes(n_pos, det, grid.fft_shape, grid.object_shape, params.batch_size,
-                             max(int(st["n_probe_modes"]) for _, st in params._stage_settings()))
-    check_item_memory(str(group.store).removeprefix("file://"), need,
-                      f"object {grid.object_shape[0]} x {grid.object_shape[1]} px of {grid.pixel_size_m[0]:.3g} m, "
-                      f"{n_pos} frames of {tuple(det)}")
-
-
-def record_failure(store_path: str, item: int, reason: str) -> None:
-    """Mark ``item`` failed with ``reason`` unless it is done; never raises (the caller reports the error)."""
-    from .lock import item_lock  # noqa: PLC0415
-
-    try:
-        with item_lock(store_path, item):
-            group = open_store(store_path, mode="r+")
-            if layout.PTYCHO_STATUS in group and int(group[layout.PTYCHO_STATUS][item]) != 1:
-                mark_failed(group, item, reason)
-    except Exception:  # noqa: BLE001  (a read-only or damaged store: the error itself is reported by the caller)
-        pass
 
 
 def prepare_results(group, params: PtychoParams) -> ObjectGrid:
@@ -579,7 +549,7 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     n = group[layout.FRAMES].shape[0]
     H, W = grid.object_shape
     Ny, Nx = grid.fft_shape
-    _check_memory(group, grid, params)   # before any array is created or allocated
+    check_params_memory(group, grid, params)   # before any array is created or allocated
     if group.attrs.get("kind") == ENERGY_STACK:
         # One (y, x) pair per item: the pixel follows the wavelength.
         attrs = {"pixel_size_m": [list(g.pixel_size_m) for g in grids], "origin_m": [list(g.origin_m) for g in grids]}
