@@ -36,8 +36,11 @@ def _error(label: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _user_errors():
-    """Turn every exception into one red line and the exit code of :func:`ptyhpc.errors.describe`."""
+def _user_errors(where=None):
+    """Turn every exception into one red line and the exit code of :func:`ptyhpc.errors.describe`.
+
+    ``where`` (the store or output) is named when an I/O error names no file.
+    """
     from .errors import describe  # noqa: PLC0415
 
     try:
@@ -47,7 +50,7 @@ def _user_errors():
     except Exception as exc:  # noqa: BLE001  (the one error path: every error gets a code and a line)
         if _DEBUG["on"]:
             raise
-        code, text = describe(exc)
+        code, text = describe(exc, where)
         _error("refused" if code == EXIT_LOCKED else "error", text)
         raise typer.Exit(code) from None
 
@@ -166,7 +169,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
            kind: str = typer.Option("auto", help="hdf5-tilt files: auto | tilt_series | energy_stack (auto: "
                                                  "energy_stack when the files give photon_energy_eV)")):
     """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
-    with _user_errors():
+    with _user_errors(output):
         t0 = time.perf_counter()
         import warnings  # noqa: PLC0415
 
@@ -210,7 +213,7 @@ def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
     """Reconstruct every pending item, one dask task per item; reruns skip finished items."""
     from .pipeline.ptycho_stage import PtychoParams  # noqa: PLC0415
 
-    with _user_errors():
+    with _user_errors(store):
         params = PtychoParams(engine=engine, n_iter=n_iter, backend=backend, warm_start=warm_start)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         _with_cluster(cfg, store, lambda c: _ptycho(c, store, params, _figures_dir(store, figures)))
@@ -233,7 +236,7 @@ def reconstruct_item_cmd(store: Path = typer.Argument(..., help="ingested zarr s
     from .pipeline.ptycho_stage import PtychoParams, prepare_results, reconstruct_item  # noqa: PLC0415
     from .recipe import load_recipe  # noqa: PLC0415
 
-    with _user_errors():
+    with _user_errors(store):
         if recipe is not None:
             params = load_recipe(recipe)[0].ptycho_params()
         else:
@@ -267,7 +270,7 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
          slab_size: Optional[int] = typer.Option(None, min=1, help="rows of the volume per dask task"),
          figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
     """Offset/ramp removal, alignment, FBP and SIRT of the per-angle phases, slab-parallel."""
-    with _user_errors():
+    with _user_errors(store):
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
         _with_cluster(cfg, store, lambda c: _tomo(c, store, _figures_dir(store, figures), n_iter, nonneg, align,
                                                   channel=channel, center_method=center_method,
@@ -322,7 +325,7 @@ def verify(store: Path = typer.Argument(..., help="zarr store"),
     """Check every chunk of a store (checksums, missing chunks) by array and item; exit 1 if damage is left."""
     from .io.verify import report_lines, verify_store  # noqa: PLC0415
 
-    with _user_errors():
+    with _user_errors(store):
         rep = verify_store(store, repair=repair)
         typer.echo(json.dumps(rep, indent=2) if as_json else "\n".join(report_lines(rep)))
     if not rep["clean"]:

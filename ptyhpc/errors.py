@@ -32,21 +32,25 @@ class PtyhpcIOError(OSError):
     """An I/O failure on a named file or array (exit code 4); ``where`` is in the message."""
 
 
-def _os_text(exc: OSError) -> str:
+def _os_text(exc: OSError, where=None) -> str:
     what = _DISK.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
-    where = exc.filename if exc.filename is not None else None
-    if where is None:
-        return f"{what} ({exc})" if str(exc) and str(exc) != what else what
+    if exc.filename is None:
+        text = f"{what} ({exc})" if str(exc) and str(exc) != what else what
+        return text if where is None else f"{where}: {text}"
+    where = exc.filename
     extra = f" -> {exc.filename2}" if getattr(exc, "filename2", None) else ""
     return f"{where}{extra}: {what}"
 
 
-def describe(exc: BaseException) -> tuple[int, str]:
+def describe(exc: BaseException, where=None) -> tuple[int, str]:
     """Exit code and one-line message for an exception raised by a command.
 
     Parameters
     ----------
     exc : BaseException
+    where : str or path, optional
+        The file or store the command works on, named when the error itself
+        names none (zarr's write errors carry no file name).
 
     Returns
     -------
@@ -67,7 +71,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, MemoryError):
         return EXIT_USER, f"out of memory ({exc or 'allocation failed'}); check the geometry (scan step, pixel size)"
     if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError)):
-        return EXIT_IO, str(exc) if isinstance(exc, PtyhpcIOError) else _os_text(exc)
+        return EXIT_IO, str(exc) if isinstance(exc, PtyhpcIOError) else _os_text(exc, where)
     if isinstance(exc, (IngestError, StoreError, ValueError, FileNotFoundError, FileExistsError, ImportError,
                         TimeoutError, KeyError, IndexError, SlurmError)):
         text = str(exc)

@@ -219,7 +219,7 @@ def test_disk_full_and_read_only_give_exit_code_4(make_tilt_files, tmp_path, don
     files = make_tilt_files(n_angles=4, scan=(8, 8), det=(64, 64))
     with _tmpfs(tmp_path / "small", "size=160k") as small:
         r = _invoke("ingest", *files, "-o", small / "s.zarr")
-        assert r.exit_code == 4 and "disk full" in r.output, r.output
+        assert r.exit_code == 4 and f"{small / 's.zarr'}: disk full" in r.output.replace("\n", ""), r.output
         assert list(small.iterdir()) == []            # the partial store is gone, nothing looks complete
     ro = tmp_path / "ro"
     with _tmpfs(ro, "size=4m"):
