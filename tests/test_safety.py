@@ -47,7 +47,8 @@ def _cli(*args, **kw):
 
 
 def _invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    # Wide lines: the messages are checked whole (Rich wraps at the terminal width).
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "1000"})
 
 
 def _holder(store: Path):
