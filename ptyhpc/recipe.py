@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .io import layout
 from .pipeline.ptycho_stage import PtychoParams
@@ -97,7 +97,7 @@ class Recipe(_Strict):
         known = {f.name for f in fields(PtychoParams)}
         unknown = set(v) - known
         if unknown:
-            raise ValueError(f"unknown ptycho settings {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (known keys here: {', '.join(sorted(known))})")
         PtychoParams(**v)  # raises on bad values
         return v
 
@@ -144,7 +144,10 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping with at least 'input' and 'store'")
-    recipe = Recipe.model_validate(raw)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(recipe_error_text(path, exc)) from None
     base = path.resolve().parent
 
     def resolve(p):
@@ -154,7 +157,8 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
     for pattern in recipe.input.files:
         matched = sorted(glob.glob(str(base / pattern)))
         if not matched:
-            raise FileNotFoundError(f"{path}: input pattern {pattern!r} matches no file")
+            raise FileNotFoundError(f"{path}: input.files: {pattern!r} matches no file (paths in a recipe are "
+                                    f"relative to the recipe's folder, {base})")
         files.extend(Path(m) for m in matched)
     def resolve_file_path(v):      # "FILE[:path]"; ":path" (inside the first raw file) stays as it is
         if v is None or v.startswith(":"):
@@ -169,3 +173,41 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
                                        "report": resolve(recipe.report), "truth": resolve(recipe.truth),
                                        "input": inp})
     return recipe, files
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    """The option model that holds the key at ``loc`` (a pydantic error location), or None."""
+    model = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def recipe_error_text(path, exc: ValidationError) -> str:
+    """Pydantic's validation errors of a recipe as plain lines naming the file and each key.
+
+    ``recipe.yaml: ptycho.n_itre: unknown setting ...`` rather than pydantic's text and URL.
+    """
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if p != "__root__"]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        kind, msg = err["type"], err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        msg = msg.replace("Input should be", "should be")
+        if kind == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            known = f" (known keys here: {', '.join(model.model_fields)})" if model is not None else ""
+            lines.append(f"{key}: unknown key{known}")
+        elif kind == "missing":
+            lines.append(f"{key}: missing (this key is required)")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{key}: {msg}{shown}")
+    where = "settings" if len(lines) == 1 else f"{len(lines)} settings"
+    return f"recipe {path}: bad {where}:\n  " + "\n  ".join(lines) + \
+        "\n(every recipe key, its type and default: docs/recipes.md)"

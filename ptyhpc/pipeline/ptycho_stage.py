@@ -648,8 +648,9 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
     params : PtychoParams, optional
     client : distributed.Client, optional
         Where the tasks run; ``None`` runs them in this process, one by one.
-    progress : bool
-        Show a progress bar counting items.
+    progress : bool or "lines"
+        Show a progress bar counting items; ``"lines"``: plain lines on stderr instead (for logs and
+        pipes, where a bar would print nothing until the end).
     items : iterable of int, optional
         Restrict to these items.
     resources : dict, "auto" or None
@@ -733,14 +734,37 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
 
 
 class _progress:
-    """A rich progress bar that counts items (a no-op when disabled)."""
+    """A rich progress bar that counts items (a no-op when disabled; plain lines with ``"lines"``)."""
 
-    def __init__(self, enabled: bool, label: str, total: int):
+    #: Seconds between two plain progress lines (the first and the last item are always reported).
+    LINE_EVERY_S = 10.0
+
+    def __init__(self, enabled, label: str, total: int):
         self.enabled, self.label, self.total = enabled, label, total
+
+    def _lines(self):
+        import sys  # noqa: PLC0415
+
+        t0 = last = time.perf_counter()
+        count = 0
+
+        def advance():
+            nonlocal count, last
+            count += 1
+            now = time.perf_counter()
+            if count in (1, self.total) or now - last >= self.LINE_EVERY_S:
+                last = now
+                eta = (now - t0) / count * (self.total - count)
+                print(f"{self.label}: {count}/{self.total} items, {now - t0:.0f} s"
+                      + (f", about {eta:.0f} s left" if count < self.total else ""), file=sys.stderr, flush=True)
+        return advance
 
     def __enter__(self):
         if not self.enabled:
             return lambda: None
+        if self.enabled == "lines":
+            self.enabled = False     # nothing to close in __exit__
+            return self._lines()
         from rich.progress import Progress  # noqa: PLC0415
 
         self.bar = Progress()
