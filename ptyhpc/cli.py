@@ -493,6 +493,17 @@ def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
                 raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def view(store: Path = typer.Argument(..., help="zarr store with results"),
+         print_only: bool = typer.Option(False, "--print", help="only print the OME-Zarr paths, even with napari")):
+    """Open the store's tomograms and phase images in napari (pip install 'ptyhpc[viewer]'), else print
+    the OME-Zarr paths for any NGFF viewer, and three lines of Python that read them."""
+    from .pipeline.view import view_store  # noqa: PLC0415
+
+    with _user_errors():
+        view_store(store, print_only=print_only, echo=typer.echo)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def bragg(ctx: typer.Context):
     """3D Bragg ptychography: ``ptyhpc bragg {simulate,reconstruct,plan} ...`` (``--help`` after the verb).

@@ -48,20 +48,19 @@ class InputSpec(_Strict):
     the rest are the keywords of :func:`ptyhpc.io.readers.ingest_files`). Paths are relative to the
     recipe."""
 
-    files: list[str] = Field(min_length=1)
-    format: str = "auto"
-    kind: str = "auto"
-    spec: Optional[str] = None
-    dark: Optional[str] = None
-    flat: Optional[str] = None
-    mask: Optional[str] = None
-    mask_bad: Optional[str] = None
-    radiation: Optional[str] = None
-    probe_semiangle_rad: Optional[float] = None
-    defocus_m: Optional[float] = None
-    regime: Optional[str] = None
-    focus_to_sample_m: Optional[float] = None
-
+    files: list[str] = Field(min_length=1)  # raw files or globs, relative to the recipe
+    format: str = "auto"  # auto | hdf5-tilt | cxi | nexus | generic (auto: from the first file's content)
+    kind: str = "auto"  # hdf5-tilt files: auto | tilt_series | energy_stack
+    spec: Optional[str] = None  # YAML of dataset paths for format generic (docs/readers.md)
+    dark: Optional[str] = None  # FILE[:path] of dark frames; their mean is subtracted (clipped at 0)
+    flat: Optional[str] = None  # FILE[:path] of flat-field frames (per-pixel gain)
+    mask: Optional[str] = None  # FILE[:path] of a bad-pixel mask
+    mask_bad: Optional[str] = None  # nonzero | zero: the mask values that flag bad pixels (default nonzero)
+    radiation: Optional[str] = None  # xray | electron, for NeXus files without NXsource/probe
+    probe_semiangle_rad: Optional[float] = None  # probe convergence semi-angle, rad (model initial probe)
+    defocus_m: Optional[float] = None  # probe defocus, m (sample downstream of the focus)
+    regime: Optional[str] = None  # far_field | near_field (no file format says it; default far_field)
+    focus_to_sample_m: Optional[float] = None  # near field, divergent beam: focus-to-sample distance z1, m
     @model_validator(mode="after")
     def _check_propagation(self):
         # the file gives the detector distance; here only what the user states is checked (1 m stands in)
@@ -75,29 +74,29 @@ class InputSpec(_Strict):
 
 
 class TomoSpec(_Strict):
-    n_iter: int = Field(default=100, ge=1)
-    nonneg: bool = True
-    align: bool = True
+    """Options of the tomography stage (those of `ptyhpc tomo`)."""
 
-
+    n_iter: int = Field(default=100, ge=1)  # SIRT iterations
+    nonneg: bool = True  # non-negativity in SIRT
+    align: bool = True  # align the projections (vertical, centre of rotation, projection matching)
 class Recipe(_Strict):
-    input: InputSpec
-    store: str
-    figures: Optional[str] = None
-    report: Optional[str] = None
-    overwrite: bool = False
-    cluster: dict = Field(default_factory=dict)
-    ptycho: dict = Field(default_factory=dict)
-    tomo: TomoSpec = TomoSpec()
-    truth: Optional[str] = None
-
+    input: InputSpec  # raw files and how to read them (below)
+    store: str  # the zarr store to write, relative to the recipe
+    figures: Optional[str] = None  # PNG folder (default: where the store's figures are, else STORE_figures)
+    report: Optional[str] = None  # text report (default: STORE_report.txt next to the store)
+    overwrite: bool = False  # re-ingest into an existing store (else the run resumes)
+    cluster: dict = Field(default_factory=dict)  # where the tasks run (below); command-line flags override it
+    ptycho: dict = Field(default_factory=dict)  # ptychography settings (below), the defaults of `ptyhpc reconstruct`
+    tomo: TomoSpec = TomoSpec()  # tomography settings (below)
+    truth: Optional[str] = None  # folder with a simulation's ground truth: adds figures of merit to the report
     @field_validator("ptycho")
     @classmethod
     def _check_ptycho(cls, v):
         known = {f.name for f in fields(PtychoParams)}
         unknown = set(v) - known
         if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (known keys here: {', '.join(sorted(known))})")
+            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(known keys here: {', '.join(sorted(known))})")
         PtychoParams(**v)  # raises on bad values
         return v
 

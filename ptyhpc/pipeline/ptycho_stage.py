@@ -114,20 +114,20 @@ class PtychoParams:
     """
 
     engine: str = "rpie"
-    n_iter: int = 60
-    batch_size: int = 32
-    alpha: float = 0.5
-    beta_object: float = 0.1
-    beta_probe: float = 0.1
-    probe_update_start: int = 2
-    noise_model: str = "poisson"
-    probe_mask_factor: float = 1.2
-    fft_size: int = 0
-    seed: int = 0
-    backend: str = "auto"
-    warm_start: bool = False
-    warm_start_stride: int = 4
-    stages: list | None = None
+    n_iter: int = 60  # iterations per item
+    batch_size: int = 32  # positions per mini-batch (one set of batched array operations)
+    alpha: float = 0.5  # rPIE regularisation α (1: ePIE-like)
+    beta_object: float = 0.1  # object step size β
+    beta_probe: float = 0.1  # probe step size β
+    probe_update_start: int = 2  # first iteration that updates the probe
+    noise_model: str = "poisson"  # poisson (likelihood gradient) | amplitude (modulus projection)
+    probe_mask_factor: float = 1.2  # Fourier probe mask radius in convergence semi-angles (0: off)
+    fft_size: int = 0  # padded detector size (0: next fast FFT length; padded pixels left free)
+    seed: int = 0  # random seed (initial guesses, batch order)
+    backend: str = "auto"  # auto | numpy | cupy
+    warm_start: bool = False  # start non-anchor items from the nearest anchor's final probe
+    warm_start_stride: int = 4  # every stride-th item of a sequence is an anchor
+    stages: list | None = None  # engine: chain: [{engine: dm, n_iter: 50}, {engine: lsqml, n_iter: 30}]
     dm_beta: float = 1.0
     n_probe_modes: int = 1
     position_correction_start: int | None = None
