@@ -34,10 +34,10 @@ _MIN_LEVEL_PX = 32
 def ome_unit(size_m: float) -> tuple[str, float]:
     """A UDUNITS length name and the factor from metres for a pixel of ``size_m`` (m).
 
-    Chosen so that the pixel reads as a number between 0.1 and 1000: angstrom, nanometer, micrometer.
+    Below 1 nm: angstrom; below 1 µm: nanometer; below 1 mm: micrometer; else millimeter.
     """
-    for name, factor in (("angstrom", 1e10), ("nanometer", 1e9), ("micrometer", 1e6)):
-        if size_m * factor < 100:
+    for name, factor, below_m in (("angstrom", 1e10, 1e-9), ("nanometer", 1e9, 1e-6), ("micrometer", 1e6, 1e-3)):
+        if size_m < below_m:
             return name, factor
     return "millimeter", 1e3
 
