@@ -11,8 +11,12 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Distributed ptychography and tomography of tilt series and energy stacks.")
+# Plain help (no Rich markup): brackets in help texts stay as written ('ptyhpc[viewer]') and flags
+# carry no type hint; the same look as `ptyhpc bragg --help` (argparse).
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120},
+                  help="Distributed ptychography and tomography of tilt series and energy stacks: "
+                       "ingest -> reconstruct -> tomo, or all of them with `ptyhpc run RECIPE`.")
 console = Console(stderr=True)
 
 #: Exit codes: 2 bad input or settings, 3 the store is in use by another run, 1 some items failed.
@@ -371,7 +375,8 @@ def status(store: Path = typer.Argument(..., help="zarr store"),
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.py)"),
+def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/recipes.md; example: "
+                                                "examples/cnt_demo.yaml)"),
         stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
@@ -506,9 +511,9 @@ def view(store: Path = typer.Argument(..., help="zarr store with results"),
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def bragg(ctx: typer.Context):
-    """3D Bragg ptychography: ``ptyhpc bragg {simulate,reconstruct,plan} ...`` (``--help`` after the verb).
+    """3D Bragg ptychography: ptyhpc bragg {simulate,reconstruct,plan} ... (--help after the verb).
 
-    Runs MPI-parallel under ``mpiexec -n N ptyhpc bragg reconstruct STORE``.
+    Runs MPI-parallel under `mpiexec -n N ptyhpc bragg reconstruct STORE`.
     """
     from .bragg.cli import bragg_main  # noqa: PLC0415
 
