@@ -231,7 +231,9 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
 
         store = open_store(path)
         regime_note = read_propagation(store)["regime"]
-        console.print(f"wrote {path} ({n_items(store)} items, {regime_note}) in {time.perf_counter() - t0:.1f} s")
+        n = n_items(store)
+        console.print(f"wrote {path} ({n} item{'' if n == 1 else 's'}, {store.attrs.get('kind')}, {regime_note}) "
+                      f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False)
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):

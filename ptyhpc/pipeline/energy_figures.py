@@ -50,9 +50,14 @@ def energy_stack_figures(group, out_dir: str | Path) -> list[Path]:
     pha = np.concatenate([c[1].ravel() for c in crops])
     channels = [Channel("amplitude |O|", "gray", *np.percentile(amp, [0.5, 99.5])),
                 Channel("phase (rad)", "twilight", *np.percentile(pha, [0.5, 99.5]))]
-    paths = [montage(out_dir / "energy_stack_montage.png", crops,
-                     [f"{energies[i]:.1f} eV {labels[i]}" for i in shown], [tuple(v * k for v in b) for b in boxes],
-                     channels, "energy stack: amplitude (upper) and phase (lower) per item", unit,
+    def name(i):   # files that do not state a polarisation show none ("unknown" is the store's label)
+        return f"{energies[i]:.1f} eV" + ("" if labels[i] == "unknown" else f" {labels[i]}")
+
+    n_items = len(energies)
+    what = "energy stack" if n_items > 1 else "single X-ray scan"
+    paths = [montage(out_dir / "energy_stack_montage.png", crops, [name(i) for i in shown],
+                     [tuple(v * k for v in b) for b in boxes], channels,
+                     f"{what}: amplitude (upper) and phase (lower)" + (" per item" if n_items > 1 else ""), unit,
                      n_total=len(done))]
     err = np.asarray(group[layout.PTYCHO_ERROR][...])[done]
     paths.append(error_curves(out_dir / "ptycho_error.png", err, item_floors(group, done), energies[done],
