@@ -1,6 +1,6 @@
 """Reconstruct the real PETRA III P25 near-field scan (bundled, CC BY 4.0) and measure its FRC.
 
-Writes out/petra3_p25_nearfield_phase.png (``--out``; the README's figure is made with
+Writes out/petra3_p25_nearfield_phase.png (``--out``; docs/engines.md shows the figure made with
 ``--out docs/img/petra3_p25_nearfield_phase.png``) and prints one JSON line with the final data error,
 the half-bit FRC resolution of two half-data reconstructions and timings.
 

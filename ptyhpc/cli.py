@@ -189,7 +189,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
            fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic (auto: from "
                                                             "the first file's content; generic when --spec is given)"),
            spec: Optional[Path] = typer.Option(None, "--spec", help="YAML of dataset paths for --format generic "
-                                                                    "(see README, Readers)"),
+                                                                    "(docs/readers.md)"),
            dark: Optional[str] = typer.Option(None, "--dark", help="FILE[:path] of dark frames; their mean is "
                                                                   "subtracted (clipped at 0)"),
            flat: Optional[str] = typer.Option(None, "--flat", help="FILE[:path] of flat-field frames (per-pixel gain)"),

@@ -69,7 +69,7 @@ STAGE_KEYS = ("engine", "n_iter", "alpha", "beta_object", "beta_probe", "probe_u
 
 @dataclass
 class PtychoParams:
-    """Settings of the ptychography stage (defaults serve any series; see README).
+    """Settings of the ptychography stage (defaults serve any series; see docs/engines.md).
 
     ``fft_size`` 0 pads the detector to the next fast FFT length; the padded
     pixels are unmeasured and left free. ``probe_mask_factor`` is the radius of
