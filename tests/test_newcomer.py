@@ -24,7 +24,10 @@ def _cli(*args, cwd=None):
 def test_restart_figures_folder_and_stage_order(tmp_path):
     store = ingest([DATA / f"tilt_{i:03d}.h5" for i in (6, 12, 18)], tmp_path / "s.zarr", progress=False)
 
-    r = _cli("tomo", str(store), "--workers", "1")
+    # A scheduler address where nothing listens: a command that tried to connect would fail, so these
+    # pass only when the store and the work are checked before any cluster.
+    nowhere = ("--cluster", "address", "--scheduler", "tcp://127.0.0.1:9")
+    r = _cli("tomo", str(store), *nowhere)
     assert r.returncode == 2, r.stderr
     assert "run `ptyhpc reconstruct" in r.stderr and "array" not in r.stderr
 
@@ -35,13 +38,13 @@ def test_restart_figures_folder_and_stage_order(tmp_path):
     assert (figs / "ptycho_error.png").is_file()
 
     # Nothing to do: no cluster, the figures stay where the run put them (no new s_figures/).
-    r = _cli("reconstruct", str(store), "--n-iter", "2", "--workers", "1")
+    r = _cli("reconstruct", str(store), "--n-iter", "2", *nowhere)
     assert r.returncode == 0, r.stderr
     assert "nothing to do" in r.stderr and str(figs) in r.stderr.replace("\n", "")
-    assert "Dashboard" not in r.stderr and not (tmp_path / "s_figures").exists()
+    assert not (tmp_path / "s_figures").exists()
 
     # Other settings are refused, naming the way out; --restart takes it.
-    r = _cli("reconstruct", str(store), "--n-iter", "3", "--workers", "1")
+    r = _cli("reconstruct", str(store), "--n-iter", "3", *nowhere)
     assert r.returncode == 2
     assert "--restart" in r.stderr
     assert open_store(store)[layout.PTYCHO_ERROR].shape == (3, 2)       # nothing touched
