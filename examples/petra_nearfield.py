@@ -70,12 +70,13 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4.4), layout="constrained")
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.06)   # room between a colour bar's label and the next panel
     ext = [0, full.object.shape[1] * px[1] * 1e6, full.object.shape[0] * px[0] * 1e6, 0]
     im = ax[0].imshow(np.angle(full.object * np.exp(-1j * np.angle(full.object[box].mean()))), cmap="gray",
                       extent=ext)
-    ax[0].set(title=f"phase, {args.n_iter} it. rPIE (PETRA III P25, near field)", xlabel="x (µm)", ylabel="y (µm)")
-    fig.colorbar(im, ax=ax[0], label="rad")
+    ax[0].set(title=f"phase, rPIE, {args.n_iter} iterations", xlabel="x (µm)", ylabel="y (µm)")
+    fig.colorbar(im, ax=ax[0], label="phase (rad)")
     pext = [0, full.probe.shape[1] * px[1] * 1e6, full.probe.shape[0] * px[0] * 1e6, 0]
     im = ax[1].imshow(np.abs(full.probe), cmap="magma", extent=pext)
     ax[1].set(title="probe amplitude (sample plane)", xlabel="x (µm)", ylabel="y (µm)")
@@ -86,7 +87,9 @@ def main(argv=None):
               title=f"half-period resolution {res * 1e9:.0f} nm")
     ax[2].axvline(1e-6 / (2 * res), color="gray", lw=0.8, ls=":")
     ax[2].grid(alpha=0.3)
-    ax[2].legend()
+    ax[2].legend(loc="upper right", fontsize=8)
+    fig.suptitle("PETRA III P25 near-field scan (Siemens star), Fresnel-scaled pixel "
+                 f"{px[0] * 1e9:.0f} nm")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=100)
     print(json.dumps({"dataset": CXI.name, "n_iter": args.n_iter, "seconds": round(seconds, 2),

@@ -44,11 +44,11 @@ class Channel:
     vmax: float | None = None
 
 
-def _figure(w: float, h: float):
+def _figure(w: float, h: float, layout: str = "constrained"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    fig = Figure(figsize=(w, h), layout="constrained")
+    fig = Figure(figsize=(w, h), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -82,7 +82,10 @@ def montage(path, panels, titles, extents, channels, title: str, unit: str, n_to
     ncol = min(10, max(1, math.ceil(math.sqrt(n / nch))))
     nrow_items = math.ceil(n / ncol)
     side = float(np.clip(11.0 / ncol, 1.3, 4.0))
-    fig = _figure(side * ncol + 1.4, side * nrow_items * nch + 0.8)
+    e0 = extents[0]
+    aspect = float(np.clip(abs(e0[3] - e0[2]) / max(abs(e0[1] - e0[0]), 1e-30), 0.3, 3.0))   # height / width
+    # "compressed": the layout for grids of fixed-aspect images (labels are not clipped)
+    fig = _figure(side * ncol + 1.4, side * aspect * nrow_items * nch + 0.9, layout="compressed")
     axs = fig.subplots(nrow_items * nch, ncol, squeeze=False)
     same_field = all(np.allclose(e, extents[0]) for e in extents)
     small = 6 if side < 2.5 else 8
@@ -203,7 +206,10 @@ def error_curves(path, errors: np.ndarray, floors: np.ndarray, values: np.ndarra
         ax.set_ylabel("data error Σ(|Ψ| − √I)² / ΣI")
         ax.set_title("data error per item (no count statistics to draw the noise floor)", fontsize=10)
     ax.set_xlabel("iteration")
-    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    if normalised and np.nanmax(y) > 3:    # far from the floor (real data, systematic errors): decades
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper right", ncol=2 if len(y) > 5 and not many else 1)
     path = Path(path)
     fig.savefig(path, dpi=dpi)
