@@ -115,6 +115,13 @@ def test_ome_zarr_tomogram_reads_back_with_physical_scale(tmp_path):
     assert [c.label for c in ms.metadata.omero.channels] == ["-30.0 deg", "0.0 deg", "30.0 deg"]
     np.testing.assert_array_equal(root[layout.TOMO_SIRT][...], vol)     # the contract's array untouched
 
+    # `ptyhpc view` without napari (or with --print) names the images for other viewers.
+    from ptyhpc.pipeline.view import view_store
+
+    said = []
+    assert view_store(store, print_only=True, echo=said.append) == ome_images(store)
+    assert said == [str(p) for p in ome_images(store)]
+
 
 def test_recipe_reference_is_up_to_date():
     from ptyhpc.recipe_docs import DOC_PATH, render

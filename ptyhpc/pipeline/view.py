@@ -12,11 +12,14 @@ __all__ = ["view_store"]
 
 def _ensure_images(store: Path) -> list[Path]:
     """The store's OME-Zarr images, written first for stores made before they existed."""
+    from .lock import run_lock  # noqa: PLC0415
+
     images = ome_images(store)
     if not images:
         open_store(store)          # refuses a folder that is not a store
-        write_ome_phase_stack(store)
-        write_ome_tomograms(store)
+        with run_lock(store):      # writes into the store: not while a run holds it
+            write_ome_phase_stack(store)
+            write_ome_tomograms(store)
         images = ome_images(store)
     if not images:
         raise StoreError(f"{store} has no results to view yet: run `ptyhpc reconstruct {store}` first")
