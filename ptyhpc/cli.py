@@ -138,23 +138,21 @@ def _ptycho_figures(store: Path, figures: Path) -> None:
 
 
 def _ptycho(client, store: Path, params, figures: Path) -> dict:
-    from .pipeline.ptycho_stage import run_ptycho  # noqa: PLC0415
-
     from .pipeline.ome import write_ome_phase_stack  # noqa: PLC0415
+    from .pipeline.ptycho_stage import run_ptycho  # noqa: PLC0415
 
     out = run_ptycho(store, params, client=client, lock=False, progress=_progress_mode())
     _ptycho_figures(store, figures)
     write_ome_phase_stack(store)
     gpu = " (one GPU per task)" if out.get("resources") else ""
     console.print(f"ptychography: {len(out['done'])} items reconstructed{gpu}, {len(out['skipped'])} already done, "
-                  f"{out['seconds']:.1f} s; figures in {figures}")
+                  f"{out['seconds']:.1f} s; figures in {figures}", markup=False, highlight=False)
     return out
 
 
 def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: bool, **options) -> dict:
-    from .tomo.stage import run_tomo  # noqa: PLC0415
-
     from .pipeline.ome import write_ome_tomograms  # noqa: PLC0415
+    from .tomo.stage import run_tomo  # noqa: PLC0415
 
     if _is_energy_stack(store):
         console.print("tomography skipped: the store is an energy stack")
