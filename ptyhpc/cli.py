@@ -11,8 +11,12 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Distributed ptychography and tomography of tilt series and energy stacks.")
+# Plain help (no Rich markup): brackets in help texts stay as written ('ptyhpc[viewer]') and flags
+# carry no type hint; the same look as `ptyhpc bragg --help` (argparse).
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120},
+                  help="Distributed ptychography and tomography of tilt series and energy stacks: "
+                       "ingest -> reconstruct -> tomo, or all of them with `ptyhpc run RECIPE`.")
 console = Console(stderr=True)
 
 #: Exit codes (:mod:`ptyhpc.errors`): 2 bad input or settings, 3 the store is in use by another run,
@@ -56,7 +60,14 @@ def _user_errors(where=None):
 
 
 def _figures_dir(store: Path, figures: Optional[Path]) -> Path:
-    return figures if figures is not None else store.parent / (store.stem + "_figures")
+    from .pipeline.preflight import figures_dir  # noqa: PLC0415
+
+    return figures_dir(store, figures)
+
+
+_FIGURES_HELP = ("figure folder (default: where this store's figures already are, else STORE_figures next to "
+                 "the store, e.g. out/cnt_figures for out/cnt.zarr)")
+_RESTART_HELP = "discard this store's existing results (ptychography, tomography) first and compute them anew"
 
 
 # Cluster options shared by every command that runs tasks.
@@ -73,12 +84,14 @@ def _config(recipe_cluster: dict | None, flags: dict, site_config: Optional[Path
     return resolve_config(recipe_cluster, flags, site_config=site_config)
 
 
-def _with_cluster(cfg, store: Path, body):
+def _with_cluster(cfg, store: Path, body, preflight=None):
     """Run ``body(client)`` on the cluster holding the store's run lock.
 
     The lock is taken before the cluster starts (no SLURM jobs are submitted
     for a run that is refused), except under MPI where only the driver rank
-    may take it.
+    may take it. ``preflight()``, when given, runs under the lock before the
+    cluster starts: it raises to refuse the run, and returns False when there
+    is nothing to do (no cluster is started then).
     """
     from .cluster import run_with_client  # noqa: PLC0415
     from .io import open_store  # noqa: PLC0415
@@ -88,10 +101,35 @@ def _with_cluster(cfg, store: Path, body):
     if cfg.kind == "mpi":
         def locked(client):
             with run_lock(store):
+                if preflight is not None and preflight() is False:
+                    return None
                 return body(client)
         return run_with_client(cfg, locked)
     with run_lock(store):
+        if preflight is not None and preflight() is False:
+            return None
         return run_with_client(cfg, body)
+
+
+def _ptycho_preflight(store: Path, params, restart: bool, hint: str, figures: Path, report_idle: bool = True):
+    """Under the run lock: discard results for --restart, check the settings, say when all items are done."""
+    from .pipeline.preflight import discard_results, ptycho_todo  # noqa: PLC0415
+
+    def check() -> bool:
+        if restart:
+            gone = discard_results(store)
+            if gone:
+                console.print(f"--restart: discarded {', '.join(gone)}", markup=False, highlight=False)
+        todo, n = ptycho_todo(store, params, restart_hint=hint)
+        if todo:
+            return True
+        if report_idle:
+            if not (figures.is_dir() and any(figures.glob("*.png"))):
+                _ptycho_figures(store, figures)
+            console.print(f"nothing to do: all {n} items of {store} are reconstructed; figures in {figures} "
+                          f"(to reconstruct again with other settings: {hint})", markup=False, highlight=False)
+        return False
+    return check
 
 
 def _is_energy_stack(store: Path) -> bool:
@@ -112,20 +150,24 @@ def _ptycho_figures(store: Path, figures: Path) -> None:
         from .pipeline.figures import ptycho_figures  # noqa: PLC0415
 
         ptycho_figures(open_store(store), figures)
+    _remember_figures(store, figures)
 
 
 def _ptycho(client, store: Path, params, figures: Path) -> dict:
+    from .pipeline.ome import write_ome_phase_stack  # noqa: PLC0415
     from .pipeline.ptycho_stage import run_ptycho  # noqa: PLC0415
 
-    out = run_ptycho(store, params, client=client, lock=False)
+    out = run_ptycho(store, params, client=client, lock=False, progress=_progress_mode())
     _ptycho_figures(store, figures)
+    write_ome_phase_stack(store)
     gpu = " (one GPU per task)" if out.get("resources") else ""
     console.print(f"ptychography: {len(out['done'])} items reconstructed{gpu}, {len(out['skipped'])} already done, "
-                  f"{out['seconds']:.1f} s; figures in {figures}")
+                  f"{out['seconds']:.1f} s; figures in {figures}", markup=False, highlight=False)
     return out
 
 
 def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: bool, **options) -> dict:
+    from .pipeline.ome import write_ome_tomograms  # noqa: PLC0415
     from .tomo.stage import run_tomo  # noqa: PLC0415
 
     if _is_energy_stack(store):
@@ -133,8 +175,24 @@ def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: 
         return {}
     out = run_tomo(str(store), client=client, n_iter=n_iter, nonneg=nonneg, align=align, figures_dir=str(figures),
                    **{k: v for k, v in options.items() if v is not None})
-    console.print(f"tomography done; figures in {figures}")
+    ome = write_ome_tomograms(store)
+    _remember_figures(store, figures)
+    console.print(f"tomography done; figures in {figures}; for viewers: {', '.join(map(str, ome))} "
+                  f"(ptyhpc view {store})", markup=False, highlight=False)
     return out
+
+
+def _remember_figures(store: Path, figures: Path) -> None:
+    from .pipeline.preflight import remember_figures  # noqa: PLC0415
+
+    remember_figures(store, figures)
+
+
+def _progress_mode():
+    """A rich bar on a terminal; plain lines (``progress="lines"``) when stderr is a file or a pipe."""
+    import sys  # noqa: PLC0415
+
+    return True if sys.stderr.isatty() else "lines"
 
 
 @app.command()
@@ -145,7 +203,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
            fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic (auto: from "
                                                             "the first file's content; generic when --spec is given)"),
            spec: Optional[Path] = typer.Option(None, "--spec", help="YAML of dataset paths for --format generic "
-                                                                    "(see README, Readers)"),
+                                                                    "(docs/readers.md)"),
            dark: Optional[str] = typer.Option(None, "--dark", help="FILE[:path] of dark frames; their mean is "
                                                                   "subtracted (clipped at 0)"),
            flat: Optional[str] = typer.Option(None, "--flat", help="FILE[:path] of flat-field frames (per-pixel gain)"),
@@ -189,7 +247,9 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
 
         store = open_store(path)
         regime_note = read_propagation(store)["regime"]
-        console.print(f"wrote {path} ({n_items(store)} items, {regime_note}) in {time.perf_counter() - t0:.1f} s")
+        n = n_items(store)
+        console.print(f"wrote {path} ({n} item{'' if n == 1 else 's'}, {store.attrs.get('kind')}, {regime_note}) "
+                      f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False)
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):
@@ -209,14 +269,26 @@ def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
                 n_iter: int = typer.Option(60, help="iterations per item"),
                 backend: str = typer.Option("auto", help="auto | numpy | cupy"),
                 warm_start: bool = typer.Option(False, help="start items from a finished neighbour's probe"),
-                figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
+                restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
+                figures: Optional[Path] = typer.Option(None, help=_FIGURES_HELP)):
     """Reconstruct every pending item, one dask task per item; reruns skip finished items."""
     from .pipeline.ptycho_stage import PtychoParams  # noqa: PLC0415
 
     with _user_errors(store):
+        _require_store(store)
         params = PtychoParams(engine=engine, n_iter=n_iter, backend=backend, warm_start=warm_start)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, gpus), site_config)
-        _with_cluster(cfg, store, lambda c: _ptycho(c, store, params, _figures_dir(store, figures)))
+        fig = _figures_dir(store, figures)
+        hint = f"ptyhpc reconstruct {store} --restart"
+        _with_cluster(cfg, store, lambda c: _ptycho(c, store, params, fig),
+                      preflight=_ptycho_preflight(store, params, restart, hint, fig))
+
+
+def _require_store(store: Path) -> None:
+    """Open the store once before anything starts (a missing or foreign folder is refused here)."""
+    from .io import open_store  # noqa: PLC0415
+
+    open_store(store)
 
 
 @app.command("reconstruct-item")
@@ -268,11 +340,17 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
          channel: str = typer.Option("phase", help="phase | amplitude (-log |O|)"),
          center_method: str = typer.Option("consistency", help="consistency | auto | mirror | sharpness | com"),
          slab_size: Optional[int] = typer.Option(None, min=1, help="rows of the volume per dask task"),
-         figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
+         figures: Optional[Path] = typer.Option(None, help=_FIGURES_HELP)):
     """Offset/ramp removal, alignment, FBP and SIRT of the per-angle phases, slab-parallel."""
+    from .pipeline.preflight import check_tomo_ready  # noqa: PLC0415
+
     with _user_errors(store):
+        _require_store(store)
+        if not _is_energy_stack(store):
+            check_tomo_ready(store)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
-        _with_cluster(cfg, store, lambda c: _tomo(c, store, _figures_dir(store, figures), n_iter, nonneg, align,
+        fig = _figures_dir(store, figures)
+        _with_cluster(cfg, store, lambda c: _tomo(c, store, fig, n_iter, nonneg, align,
                                                   channel=channel, center_method=center_method,
                                                   slab_size=slab_size))
 
@@ -333,14 +411,20 @@ def verify(store: Path = typer.Argument(..., help="zarr store"),
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.py)"),
+def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/recipes.md; example: "
+                                                "examples/cnt_demo.yaml)"),
         stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
         workers: Optional[int] = typer.Option(None, help="LocalCluster workers"),
-        gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm)")):
-    """Run ingest, ptychography and tomography from a recipe; write figures and a text report."""
+        gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm)"),
+        restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP)):
+    """Run ingest, ptychography and tomography from a recipe; write figures and a text report.
+
+    The recipe's keys (input, store, figures, report, cluster, ptycho, tomo, ...) are listed with
+    their defaults in docs/recipes.md; paths in a recipe are relative to the recipe file.
+    """
     from .recipe import load_recipe  # noqa: PLC0415
 
     with _user_errors():
@@ -354,29 +438,45 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.
             from .cluster import run_with_client  # noqa: PLC0415
 
             # Every stage, the ingest included, runs on the driver rank only.
-            run_with_client(cfg, lambda c: _run_stages(c, rc, files, wanted, cfg))
+            run_with_client(cfg, lambda c: _run_stages(c, rc, files, wanted, cfg, recipe, restart))
             return
-        _run_stages(None, rc, files, wanted, cfg)
+        _run_stages(None, rc, files, wanted, cfg, recipe, restart)
 
 
-def _run_stages(client, rc, files, wanted, cfg):
+def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False):
     from .pipeline.lock import run_lock  # noqa: PLC0415
     from .pipeline.report import write_report  # noqa: PLC0415
 
     t0 = time.perf_counter()
     store = Path(rc.store)
-    figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
     timings, ptycho_out, tomo_out = {}, {}, {}
     if "ingest" in wanted:
         if store.exists() and not rc.overwrite:
-            console.print(f"store {store} exists: resuming (set overwrite: true to re-ingest)")
+            console.print(f"store {store} exists: resuming (set overwrite: true to re-ingest)",
+                          markup=False, highlight=False)
         else:
             t = time.perf_counter()
-            _ingest(files, store, rc.overwrite, **rc.input.ingest_options())
+            _ingest(files, store, rc.overwrite, progress=_progress_mode() is True, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
-            console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s")
+            console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s",
+                          markup=False, highlight=False)
     if not ({"ptycho", "tomo"} & set(wanted)):
         return
+    _require_store(store)
+    figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
+    if "tomo" in wanted and "ptycho" not in wanted and not _is_energy_stack(store):
+        from .pipeline.preflight import check_tomo_ready  # noqa: PLC0415
+
+        check_tomo_ready(store)
+    preflight = None
+    if "ptycho" in wanted:
+        hint = f"ptyhpc run {recipe_path or 'RECIPE'} --restart"
+        # With the tomography to do as well, a cluster is needed whatever the ptychography's state.
+        preflight = _ptycho_preflight(store, rc.ptycho_params(), restart, hint, figures,
+                                      report_idle="tomo" not in wanted)
+        if "tomo" in wanted:
+            check = preflight
+            preflight = lambda: check() or True  # noqa: E731
 
     def compute(c):
         if "ptycho" in wanted:
@@ -390,9 +490,11 @@ def _run_stages(client, rc, files, wanted, cfg):
 
     if client is not None:  # MPI: already on the cluster, on the driver rank
         with run_lock(store):
+            if preflight is not None and preflight() is False:
+                return
             compute(client)
-    else:
-        _with_cluster(cfg, store, compute)
+    elif _with_cluster(cfg, store, lambda c: compute(c) or True, preflight=preflight) is None:
+        return   # nothing to do; said so by the preflight
     timings["total"] = time.perf_counter() - t0
     report = Path(rc.report) if rc.report else store.parent / (store.stem + "_report.txt")
     # Figures of merit against the truth need the tomogram (and a tilt series).
@@ -431,11 +533,22 @@ def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
                 raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def view(store: Path = typer.Argument(..., help="zarr store with results"),
+         print_only: bool = typer.Option(False, "--print", help="only print the OME-Zarr paths, even with napari")):
+    """Open the store's tomograms and phase images in napari (pip install 'ptyhpc[viewer]'), else print
+    the OME-Zarr paths for any NGFF viewer, and three lines of Python that read them."""
+    from .pipeline.view import view_store  # noqa: PLC0415
+
+    with _user_errors():
+        view_store(store, print_only=print_only, echo=typer.echo)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def bragg(ctx: typer.Context):
-    """3D Bragg ptychography: ``ptyhpc bragg {simulate,reconstruct,plan} ...`` (``--help`` after the verb).
+    """3D Bragg ptychography: ptyhpc bragg {simulate,reconstruct,plan} ... (--help after the verb).
 
-    Runs MPI-parallel under ``mpiexec -n N ptyhpc bragg reconstruct STORE``.
+    Runs MPI-parallel under `mpiexec -n N ptyhpc bragg reconstruct STORE`.
     """
     from .bragg.cli import bragg_main  # noqa: PLC0415
 

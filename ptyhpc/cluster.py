@@ -149,11 +149,11 @@ class ClusterConfig(_Strict):
         ``scheduler`` with another kind, ``gpus`` > 1 per SLURM job.
     """
 
-    kind: Literal["local", "slurm", "mpi", "address"] = "local"
-    scheduler: Optional[str] = None
-    workers: Optional[int] = Field(default=None, ge=1)
-    gpus: int = Field(default=0, ge=0)
-    dashboard: bool = False
+    kind: Literal["local", "slurm", "mpi", "address"] = "local"  # local | slurm | mpi | address
+    scheduler: Optional[str] = None  # tcp://host:port or a scheduler file (kind address)
+    workers: Optional[int] = Field(default=None, ge=1)  # LocalCluster workers (null: all cores)
+    gpus: int = Field(default=0, ge=0)  # GPU workers (local) or GPUs per job (slurm); tasks then ask for GPU=1
+    dashboard: bool = False  # start the dask dashboard
     slurm: SlurmOptions = SlurmOptions()
     mpi: MpiOptions = MpiOptions()
 

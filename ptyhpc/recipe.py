@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .io import layout
 from .pipeline.ptycho_stage import PtychoParams
@@ -48,20 +48,19 @@ class InputSpec(_Strict):
     the rest are the keywords of :func:`ptyhpc.io.readers.ingest_files`). Paths are relative to the
     recipe."""
 
-    files: list[str] = Field(min_length=1)
-    format: str = "auto"
-    kind: str = "auto"
-    spec: Optional[str] = None
-    dark: Optional[str] = None
-    flat: Optional[str] = None
-    mask: Optional[str] = None
-    mask_bad: Optional[str] = None
-    radiation: Optional[str] = None
-    probe_semiangle_rad: Optional[float] = None
-    defocus_m: Optional[float] = None
-    regime: Optional[str] = None
-    focus_to_sample_m: Optional[float] = None
-
+    files: list[str] = Field(min_length=1)  # raw files or globs, relative to the recipe
+    format: str = "auto"  # auto | hdf5-tilt | cxi | nexus | generic (auto: from the first file's content)
+    kind: str = "auto"  # hdf5-tilt files: auto | tilt_series | energy_stack
+    spec: Optional[str] = None  # YAML of dataset paths for format generic (docs/readers.md)
+    dark: Optional[str] = None  # FILE[:path] of dark frames; their mean is subtracted (clipped at 0)
+    flat: Optional[str] = None  # FILE[:path] of flat-field frames (per-pixel gain)
+    mask: Optional[str] = None  # FILE[:path] of a bad-pixel mask
+    mask_bad: Optional[str] = None  # nonzero | zero: the mask values that flag bad pixels (default nonzero)
+    radiation: Optional[str] = None  # xray | electron, for NeXus files without NXsource/probe
+    probe_semiangle_rad: Optional[float] = None  # probe convergence semi-angle, rad (model initial probe)
+    defocus_m: Optional[float] = None  # probe defocus, m (sample downstream of the focus)
+    regime: Optional[str] = None  # far_field | near_field (no file format says it; default far_field)
+    focus_to_sample_m: Optional[float] = None  # near field, divergent beam: focus-to-sample distance z1, m
     @model_validator(mode="after")
     def _check_propagation(self):
         # the file gives the detector distance; here only what the user states is checked (1 m stands in)
@@ -75,29 +74,29 @@ class InputSpec(_Strict):
 
 
 class TomoSpec(_Strict):
-    n_iter: int = Field(default=100, ge=1)
-    nonneg: bool = True
-    align: bool = True
+    """Options of the tomography stage (those of `ptyhpc tomo`)."""
 
-
+    n_iter: int = Field(default=100, ge=1)  # SIRT iterations
+    nonneg: bool = True  # non-negativity in SIRT
+    align: bool = True  # align the projections (vertical, centre of rotation, projection matching)
 class Recipe(_Strict):
-    input: InputSpec
-    store: str
-    figures: Optional[str] = None
-    report: Optional[str] = None
-    overwrite: bool = False
-    cluster: dict = Field(default_factory=dict)
-    ptycho: dict = Field(default_factory=dict)
-    tomo: TomoSpec = TomoSpec()
-    truth: Optional[str] = None
-
+    input: InputSpec  # raw files and how to read them (below)
+    store: str  # the zarr store to write, relative to the recipe
+    figures: Optional[str] = None  # PNG folder (default: where the store's figures are, else STORE_figures)
+    report: Optional[str] = None  # text report (default: STORE_report.txt next to the store)
+    overwrite: bool = False  # re-ingest into an existing store (else the run resumes)
+    cluster: dict = Field(default_factory=dict)  # where the tasks run (below); command-line flags override it
+    ptycho: dict = Field(default_factory=dict)  # ptychography settings (below), the defaults of `ptyhpc reconstruct`
+    tomo: TomoSpec = TomoSpec()  # tomography settings (below)
+    truth: Optional[str] = None  # folder with a simulation's ground truth: adds figures of merit to the report
     @field_validator("ptycho")
     @classmethod
     def _check_ptycho(cls, v):
         known = {f.name for f in fields(PtychoParams)}
         unknown = set(v) - known
         if unknown:
-            raise ValueError(f"unknown ptycho settings {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(known keys here: {', '.join(sorted(known))})")
         PtychoParams(**v)  # raises on bad values
         return v
 
@@ -144,7 +143,10 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping with at least 'input' and 'store'")
-    recipe = Recipe.model_validate(raw)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(recipe_error_text(path, exc)) from None
     base = path.resolve().parent
 
     def resolve(p):
@@ -154,7 +156,8 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
     for pattern in recipe.input.files:
         matched = sorted(glob.glob(str(base / pattern)))
         if not matched:
-            raise FileNotFoundError(f"{path}: input pattern {pattern!r} matches no file")
+            raise FileNotFoundError(f"{path}: input.files: {pattern!r} matches no file (paths in a recipe are "
+                                    f"relative to the recipe's folder, {base})")
         files.extend(Path(m) for m in matched)
     def resolve_file_path(v):      # "FILE[:path]"; ":path" (inside the first raw file) stays as it is
         if v is None or v.startswith(":"):
@@ -169,3 +172,41 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
                                        "report": resolve(recipe.report), "truth": resolve(recipe.truth),
                                        "input": inp})
     return recipe, files
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    """The option model that holds the key at ``loc`` (a pydantic error location), or None."""
+    model = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def recipe_error_text(path, exc: ValidationError) -> str:
+    """Pydantic's validation errors of a recipe as plain lines naming the file and each key.
+
+    ``recipe.yaml: ptycho.n_itre: unknown setting ...`` rather than pydantic's text and URL.
+    """
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if p != "__root__"]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        kind, msg = err["type"], err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        msg = msg.replace("Input should be", "should be")
+        if kind == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            known = f" (known keys here: {', '.join(model.model_fields)})" if model is not None else ""
+            lines.append(f"{key}: unknown key{known}")
+        elif kind == "missing":
+            lines.append(f"{key}: missing (this key is required)")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{key}: {msg}{shown}")
+    where = "settings" if len(lines) == 1 else f"{len(lines)} settings"
+    return f"recipe {path}: bad {where}:\n  " + "\n  ".join(lines) + \
+        "\n(every recipe key, its type and default: docs/recipes.md)"

@@ -39,38 +39,65 @@ def strain_maps(result, threshold: float = 0.1) -> tuple[dict, np.ndarray]:
     return {"strain_zz": ezz, "tilt_x": wx, "tilt_y": wy}, valid
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one (not "default: None" on required or unset options)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser():
-    ap = argparse.ArgumentParser(prog="ptyhpc bragg", description="3D Bragg ptychography (MPI)")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("simulate", help="write a simulated thin-film scan to a zarr store")
-    s.add_argument("store")
+    fmt = _Help
+    ap = argparse.ArgumentParser(prog="ptyhpc bragg", formatter_class=fmt,
+                                 description="3D Bragg ptychography of a thin film: simulate a scan, reconstruct "
+                                             "it (MPI-parallel under `mpiexec -n N ptyhpc bragg reconstruct STORE`), "
+                                             "plan the rocking-curve sampling. `ptyhpc bragg VERB --help` for each.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{simulate,reconstruct,plan}")
+    s = sub.add_parser("simulate", help="write a simulated thin-film scan to a zarr store", formatter_class=fmt,
+                       description="Simulate a strained thin film with an edge dislocation (8 keV, W(220)) and "
+                                   "write the scan to a zarr store.")
+    s.add_argument("store", help="zarr store to write")
     s.add_argument("--counts", type=float, default=None, help="mean counts per position (Poisson); none = exact")
-    s.add_argument("--scan", type=int, nargs=2, default=(4, 4))
-    s.add_argument("--no-dislocation", action="store_true")
-    s.add_argument("--seed", type=int, default=0)
-    r = sub.add_parser("reconstruct", help="reconstruct ρ, probe, background; write results/bragg")
-    r.add_argument("store")
-    r.add_argument("--n-iter", type=int, default=200)
-    r.add_argument("--n-ml", type=int, default=0)
-    r.add_argument("--upsampling", type=int, default=3)
-    r.add_argument("--n-batches", type=int, default=0, help="0 = one position per batch (ePIE)")
-    r.add_argument("--beta", type=float, default=0.05)
-    r.add_argument("--fixed-probe", action="store_true")
-    r.add_argument("--probe-start", type=int, default=5)
-    r.add_argument("--thickness", type=float, nargs="+", default=[150e-9], help="slab thickness stages, m")
-    r.add_argument("--stage-length", type=int, default=100)
-    r.add_argument("--slab-center", type=float, nargs=3, default=(0.0, 0.0, 75e-9))
-    r.add_argument("--probe-na", type=float, nargs=2, default=None)
-    r.add_argument("--shrinkwrap", type=int, nargs=2, default=None)
-    r.add_argument("--backend", default="numpy")
+    s.add_argument("--scan", type=int, nargs=2, default=(4, 4), metavar=("NX", "NY"), help="raster of beam points")
+    s.add_argument("--no-dislocation", action="store_true", help="a film without the edge dislocation")
+    s.add_argument("--seed", type=int, default=0, help="random seed (noise)")
+    r = sub.add_parser("reconstruct", help="reconstruct ρ, probe, background; write results/bragg",
+                       formatter_class=fmt,
+                       description="Joint reconstruction of the complex density ρ, the probe and a background "
+                                   "(seed eqs. 5, 6, 11), then strain and tilt maps into results/bragg.")
+    r.add_argument("store", help="zarr store written by `ptyhpc bragg simulate` (or a reader)")
+    r.add_argument("--n-iter", type=int, default=200, help="joint iterations")
+    r.add_argument("--n-ml", type=int, default=0, help="final maximum-likelihood (Gaussian) iterations on ρ")
+    r.add_argument("--upsampling", type=int, default=3, help="angular up-sampling (virtual angles + 1 per "
+                                                             "measured step; `plan` says how much is needed)")
+    r.add_argument("--n-batches", type=int, default=0, help="mini-batches per iteration; 0 = one position per "
+                                                            "batch (ePIE)")
+    r.add_argument("--beta", type=float, default=0.05, help="object step β (seed eq. 9)")
+    r.add_argument("--fixed-probe", action="store_true", help="never update the probe")
+    r.add_argument("--probe-start", type=int, default=5, help="iterations with the probe fixed")
+    r.add_argument("--thickness", type=float, nargs="+", default=[150e-9], metavar="M",
+                   help="slab thickness stages, m (one per --stage-length iterations)")
+    r.add_argument("--stage-length", type=int, default=100, help="iterations per thickness stage")
+    r.add_argument("--slab-center", type=float, nargs=3, default=(0.0, 0.0, 75e-9), metavar=("X", "Y", "Z"),
+                   help="a point of the film's mid-plane, lab frame, m")
+    r.add_argument("--probe-na", type=float, nargs=2, default=None, metavar=("NA1", "NA2"),
+                   help="probe NA (rad) along t1, t2: keeps the probe spectrum in 1.5x this rectangle")
+    r.add_argument("--shrinkwrap", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="iteration window for shrink-wrap (every 5 iterations)")
+    r.add_argument("--backend", default="numpy", help="numpy | cupy")
     r.add_argument("--exchange", choices=("auto", "shared", "messages"), default="auto",
                    help="how MPI ranks combine sums: shared memory on one node (auto) or messages")
     r.add_argument("--figures", default=None, help="folder for PNG figures (rank 0)")
-    p = sub.add_parser("plan", help="sampling plan (seed eqs. 2, 12) as JSON")
-    p.add_argument("--wavelength", type=float, required=True)
-    p.add_argument("--bragg-deg", type=float, required=True)
-    p.add_argument("--width", type=float, required=True)
-    p.add_argument("--thickness", type=float, required=True)
+    p = sub.add_parser("plan", help="sampling plan (seed eqs. 2, 12) as JSON", formatter_class=fmt,
+                       description="The largest rocking step for a film and probe, and the angular up-sampling "
+                                   "a measured step needs (seed eqs. 2, 12, 13), as JSON.")
+    p.add_argument("--wavelength", type=float, required=True, help="X-ray wavelength, m")
+    p.add_argument("--bragg-deg", type=float, required=True, help="Bragg angle, degrees")
+    p.add_argument("--width", type=float, required=True, help="full probe width with its side lobes, m")
+    p.add_argument("--thickness", type=float, required=True, help="film thickness, m")
     p.add_argument("--step", type=float, default=None, help="measured rocking step, rad")
     return ap
 

@@ -71,7 +71,7 @@ STAGE_KEYS = ("engine", "n_iter", "alpha", "beta_object", "beta_probe", "probe_u
 
 @dataclass
 class PtychoParams:
-    """Settings of the ptychography stage (defaults serve any series; see README).
+    """Settings of the ptychography stage (defaults serve any series; see docs/engines.md).
 
     ``fft_size`` 0 pads the detector to the next fast FFT length; the padded
     pixels are unmeasured and left free. ``probe_mask_factor`` is the radius of
@@ -116,20 +116,20 @@ class PtychoParams:
     """
 
     engine: str = "rpie"
-    n_iter: int = 60
-    batch_size: int = 32
-    alpha: float = 0.5
-    beta_object: float = 0.1
-    beta_probe: float = 0.1
-    probe_update_start: int = 2
-    noise_model: str = "poisson"
-    probe_mask_factor: float = 1.2
-    fft_size: int = 0
-    seed: int = 0
-    backend: str = "auto"
-    warm_start: bool = False
-    warm_start_stride: int = 4
-    stages: list | None = None
+    n_iter: int = 60  # iterations per item
+    batch_size: int = 32  # positions per mini-batch (one set of batched array operations)
+    alpha: float = 0.5  # rPIE regularisation α (1: ePIE-like)
+    beta_object: float = 0.1  # object step size β
+    beta_probe: float = 0.1  # probe step size β
+    probe_update_start: int = 2  # first iteration that updates the probe
+    noise_model: str = "poisson"  # poisson (likelihood gradient) | amplitude (modulus projection)
+    probe_mask_factor: float = 1.2  # Fourier probe mask radius in convergence semi-angles (0: off)
+    fft_size: int = 0  # padded detector size (0: next fast FFT length; padded pixels left free)
+    seed: int = 0  # random seed (initial guesses, batch order)
+    backend: str = "auto"  # auto | numpy | cupy
+    warm_start: bool = False  # start non-anchor items from the nearest anchor's final probe
+    warm_start_stride: int = 4  # every stride-th item of a sequence is an anchor
+    stages: list | None = None  # engine: chain: [{engine: dm, n_iter: 50}, {engine: lsqml, n_iter: 30}]
     dm_beta: float = 1.0
     n_probe_modes: int = 1
     position_correction_start: int | None = None
@@ -669,8 +669,9 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
     params : PtychoParams, optional
     client : distributed.Client, optional
         Where the tasks run; ``None`` runs them in this process, one by one.
-    progress : bool
-        Show a progress bar counting items.
+    progress : bool or "lines"
+        Show a progress bar counting items; ``"lines"``: plain lines on stderr instead (for logs and
+        pipes, where a bar would print nothing until the end).
     items : iterable of int, optional
         Restrict to these items.
     resources : dict, "auto" or None
@@ -754,14 +755,37 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
 
 
 class _progress:
-    """A rich progress bar that counts items (a no-op when disabled)."""
+    """A rich progress bar that counts items (a no-op when disabled; plain lines with ``"lines"``)."""
 
-    def __init__(self, enabled: bool, label: str, total: int):
+    #: Seconds between two plain progress lines (the first and the last item are always reported).
+    LINE_EVERY_S = 10.0
+
+    def __init__(self, enabled, label: str, total: int):
         self.enabled, self.label, self.total = enabled, label, total
+
+    def _lines(self):
+        import sys  # noqa: PLC0415
+
+        t0 = last = time.perf_counter()
+        count = 0
+
+        def advance():
+            nonlocal count, last
+            count += 1
+            now = time.perf_counter()
+            if count in (1, self.total) or now - last >= self.LINE_EVERY_S:
+                last = now
+                eta = (now - t0) / count * (self.total - count)
+                print(f"{self.label}: {count}/{self.total} items, {now - t0:.0f} s"
+                      + (f", about {eta:.0f} s left" if count < self.total else ""), file=sys.stderr, flush=True)
+        return advance
 
     def __enter__(self):
         if not self.enabled:
             return lambda: None
+        if self.enabled == "lines":
+            self.enabled = False     # nothing to close in __exit__
+            return self._lines()
         from rich.progress import Progress  # noqa: PLC0415
 
         self.bar = Progress()

@@ -1262,7 +1262,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
     beta_object, beta_probe : float
         Step sizes. Small steps average the Poisson noise of low-dose data over
         many mini-batches; 0.1 was the best of 0.05–1 on the 60 kV CNT series
-        at 1500 e/Å² (see the project README).
+        at 1500 e/Å² (see docs/engines.md).
     probe_update_start : int
         First iteration (0-based) that updates the probe.
     noise_model : {"poisson", "amplitude"}

@@ -433,7 +433,8 @@ def _figures(folder: Path, vol, px: float, origin: list, angles: np.ndarray,
         ysum += np.asarray(vol[r:r + step], dtype=np.float64).sum(axis=0)
     im = ax.imshow(ysum * px, extent=ext(z0, nz, x0, nx), origin="lower", cmap="magma")
     ax.set(xlabel="x (Å)", ylabel="z (Å)", title="SIRT summed along the tilt axis y")
-    fig.colorbar(im, ax=ax, label=f"{unit}/Å (∫ dy)")
+    # ∫ f dy of a volume in rad/m over y in m is a phase: rad (the projection along the tilt axis).
+    fig.colorbar(im, ax=ax, label=f"∫ f dy ({unit})")
     paths.append(folder / "tomo_projection_y.png")
     fig.savefig(paths[-1], dpi=120)
 
@@ -450,7 +451,7 @@ def _figures(folder: Path, vol, px: float, origin: list, angles: np.ndarray,
                        extent=(-a / 2, (n_cols - 0.5) * a, deg[0] - half_step, deg[-1] + half_step))
         ax.set(xlabel="detector x (Å, cropped field)", title=f"sinogram (Σ over y), {title}")
     axs[0].set_ylabel("tilt angle (°)")
-    fig.colorbar(im, ax=axs, label=f"{unit}·px")
+    fig.colorbar(im, ax=axs, label=f"projection summed over its y rows ({unit})")
     paths.append(folder / "tomo_sinogram.png")
     fig.savefig(paths[-1], dpi=120)
     return [str(p) for p in paths]
