@@ -5,7 +5,6 @@ database, takes the results root's service lock (one service per results root), 
 executor and the watch folders in background threads.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib

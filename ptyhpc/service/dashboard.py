@@ -5,7 +5,6 @@ The token is kept in an HttpOnly, SameSite=Strict cookie, so forms and the event
 script access to it and other sites cannot ride on it.
 """
 
-from __future__ import annotations
 
 import json
 from pathlib import Path

@@ -121,7 +121,7 @@ def list_results(cfg: ServiceConfig, job_id: str) -> list[dict]:
                      "formats": [f for f, ok in (("json", arr.size <= JSON_MAX),
                                                  ("npy", arr.nbytes <= NPY_MAX_BYTES)) if ok]}
             out.append(entry)
-            if arr.ndim == 3 and not np.issubdtype(arr.dtype, np.complexfloating) and min(arr.shape) > 1:
+            if arr.ndim == 3 and not np.issubdtype(arr.dtype, np.complexfloating) and min(arr.shape) >= 8:
                 out.append({"name": f"previews/{path}.png", "kind": "preview", "media_type": "image/png",
                             "shape": list(arr.shape)})
     return out
