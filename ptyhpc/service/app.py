@@ -150,33 +150,28 @@ class _BodyLimit:
                     return await too_big(scope, receive, send)
             except ValueError:
                 return await JSONResponse({"detail": "bad Content-Length"}, status_code=400)(scope, receive, send)
-        seen = 0
-
-        class _TooBig(Exception):
-            pass
-
-        async def counted():
-            nonlocal seen
+        if length is not None:
+            return await self.app(scope, receive, send)
+        # No Content-Length (chunked): read up to the limit here, then hand the body on in one piece.
+        body, more = bytearray(), True
+        while more:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooBig
-            return msg
+            if msg["type"] != "http.request":
+                return  # the client left
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_big(scope, receive, send)
+        sent = False
 
-        started = False
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
 
-        async def watch_send(msg):
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, counted, watch_send)
-        except _TooBig:
-            if not started:
-                await too_big(scope, receive, send)
+        await self.app(scope, replay, send)
 
 
 class _AppState:
