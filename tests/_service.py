@@ -50,6 +50,38 @@ def create_token(config: Path, user: str, role: str = "user") -> str:
     return r.stdout.strip()
 
 
+def _sessions(config: Path):
+    from ptyhpc.service.config import load_config
+    from ptyhpc.service.db import make_engine, migrate, sessions
+
+    cfg = load_config(config)
+    cfg.results_root.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(cfg.db_url)
+    migrate(engine)
+    return engine, sessions(engine)
+
+
+def make_tokens(config: Path, users) -> list[str]:
+    """Tokens made in-process, as ``ptyhpc token create`` makes them (that command is tested on its own)."""
+    from ptyhpc.service.auth import create_token as make
+
+    engine, Session = _sessions(config)
+    try:
+        return [make(Session, u, r) for u, r in users]
+    finally:
+        engine.dispose()
+
+
+def revoke_token(config: Path, token: str) -> None:
+    from ptyhpc.service.auth import revoke_token as revoke
+
+    engine, Session = _sessions(config)
+    try:
+        revoke(Session, token)
+    finally:
+        engine.dispose()
+
+
 def cnt_recipe(angles=(0, 1, 2), n_iter=2, tomo_iter=5) -> dict:
     """The bundled CNT demo recipe cut down: a few angles, a few iterations, no output paths."""
     files = [str(CNT / f"tilt_{i:03d}.h5") for i in angles]

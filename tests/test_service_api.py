@@ -9,18 +9,23 @@ import numpy as np
 import pytest
 import yaml
 
-from _service import CNT, Service, cnt_recipe, create_token, follow_events, kill_job_processes, run_cli, \
-    wait_state, write_config
+from _service import CNT, Service, cnt_recipe, follow_events, kill_job_processes, make_tokens, revoke_token, \
+    run_cli, wait_state, write_config
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
     folder = tmp_path_factory.mktemp("svc")
-    (folder / "escape").symlink_to("/etc")   # a symlink inside... (outside the data roots anyway)
-    config = write_config(folder, max_concurrent_jobs=2, max_jobs_per_user=2, max_body_bytes=64 * 1024)
-    tokens = {"alice": create_token(config, "alice"), "bob": create_token(config, "bob"),
-              "staff": create_token(config, "sam", "staff"), "revoked": create_token(config, "eve")}
-    assert run_cli("token", "revoke", tokens["revoked"], "--config", config).returncode == 0
+    root = folder / "root"                   # a second data root, with symlinks that leave it
+    root.mkdir()
+    (folder / "secret.h5").write_bytes(b"not yours")
+    (root / "escape.h5").symlink_to(folder / "secret.h5")
+    (root / "etc").symlink_to("/etc")
+    config = write_config(folder, data_roots=[str(CNT.parent), str(root)], max_concurrent_jobs=2,
+                          max_jobs_per_user=2, max_body_bytes=64 * 1024)
+    tokens = dict(zip(("alice", "bob", "staff", "revoked"),
+                      make_tokens(config, [("alice", "user"), ("bob", "user"), ("sam", "staff"), ("eve", "user")])))
+    revoke_token(config, tokens["revoked"])
     service = Service(config).start()
     yield service, tokens
     service.stop()
@@ -55,8 +60,14 @@ def test_refused_requests_write_nothing(svc):
         cases = [
             ({"input": {"files": [f"{CNT}/../../pyproject.toml"]}}, ["input", "files", 0], "'..'"),
             ({"input": {"files": ["/etc/passwd"]}}, ["input", "files", 0], "outside"),
-            ({"input": {"files": [str(service.config.parent / "escape" / "passwd")]}}, ["input", "files", 0],
+            ({"input": {"files": [str(service.config.parent / "root" / "escape.h5")]}}, ["input", "files", 0],
              "outside"),
+            ({"input": {"files": [str(service.config.parent / "root" / "etc" / "passwd")]}},
+             ["input", "files", 0], "outside"),
+            ({"input": {"files": [str(service.config.parent / "root" / "*.h5")]}}, ["input", "files", 0],
+             "outside"),
+            ({"input": {"files": [good], "dark": str(service.config.parent / "root" / "escape.h5")}},
+             ["input", "dark"], "outside"),
             ({"input": {"files": ["tilt_000.h5"]}}, ["input", "files", 0], "absolute"),
             ({"input": {"files": [good]}, "store": "/tmp/evil.zarr"}, ["store"], "set by the service"),
             ({"input": {"files": [good]}, "figures": "figs"}, ["figures"], "set by the service"),

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from _service import Service, cnt_recipe, create_token, kill_job_processes, wait_state, write_config
+from _service import Service, cnt_recipe, kill_job_processes, make_tokens, wait_state, write_config
 from ptyhpc.service.db import Job, make_engine, sessions
 
 
@@ -38,7 +38,7 @@ def _wait_done_items(client, job_id, at_least, timeout=120):
 def test_sigkill_of_the_service_loses_nothing(tmp_path):
     config = write_config(tmp_path, max_concurrent_jobs=1)
     url = f"sqlite:///{tmp_path / 'results' / 'jobs.db'}"
-    token = create_token(config, "alice")
+    token, = make_tokens(config, [("alice", "user")])
     service = Service(config).start()
     n = 6
     try:

@@ -191,7 +191,7 @@ class Executor:
     def cancel(self, job_id: str) -> str:
         """Cancel a queued or running job (SIGTERM to its process group, SIGKILL after the grace
         period). Returns the job's state afterwards (a finished job keeps its state)."""
-        with self.Session.begin() as s:
+        with self._lock, self.Session.begin() as s:  # not between a poll's check and its launch
             job = s.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise KeyError(job_id)
