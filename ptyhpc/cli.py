@@ -555,5 +555,12 @@ def bragg(ctx: typer.Context):
     raise typer.Exit(bragg_main(list(ctx.args)) or 0)
 
 
+# The facility service (ptyhpc/service/): `ptyhpc serve --config service.yaml`, `ptyhpc token create|revoke|list`.
+from .service.cli import serve as _serve, token_app as _token_app  # noqa: E402
+
+app.command("serve")(_serve)
+app.add_typer(_token_app, name="token")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the job database (run by :func:`ptyhpc.service.db.migrate`)."""
