@@ -126,7 +126,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                         "CXI, NeXus NXptycho or any HDF5 with --spec"),
            output: Path = typer.Option(..., "-o", "--output", help="zarr store to create"),
            overwrite: bool = typer.Option(False, help="replace an existing store (only once the new one is complete)"),
-           fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic (auto: from "
+           fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic | mib | arina | empad (auto: from "
                                                             "the first file's content; generic when --spec is given)"),
            spec: Optional[Path] = typer.Option(None, "--spec", help="YAML of dataset paths for --format generic "
                                                                     "(see README, Readers)"),
@@ -151,7 +151,17 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                                 "sample distance, m (Fresnel scaling; default: "
                                                                 "parallel beam)"),
            kind: str = typer.Option("auto", help="hdf5-tilt files: auto | tilt_series | energy_stack (auto: "
-                                                 "energy_stack when the files give photon_energy_eV)")):
+                                                 "energy_stack when the files give photon_energy_eV)"),
+           calibration: Optional[Path] = typer.Option(None, "--calibration", help="4D-STEM (mib|arina|empad): "
+                                                      "YAML of beam_energy_eV, convergence_semiangle_rad, "
+                                                      "scan_step_m, reciprocal_sampling_inv_m, scan_shape"),
+           beam_energy_ev: Optional[float] = typer.Option(None, "--beam-energy-ev", help="4D-STEM: eV"),
+           convergence_semiangle_rad: Optional[float] = typer.Option(None, "--convergence-semiangle-rad",
+                                                                     help="4D-STEM: rad"),
+           scan_step_m: Optional[float] = typer.Option(None, "--scan-step-m", help="4D-STEM: m"),
+           reciprocal_sampling_inv_m: Optional[float] = typer.Option(None, "--reciprocal-sampling-inv-m",
+                                                                     help="4D-STEM: 1/m per detector pixel"),
+           scan_shape: Optional[str] = typer.Option(None, "--scan-shape", help="4D-STEM: scan_y,scan_x")):
     """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
     with _user_errors():
         t0 = time.perf_counter()
@@ -159,11 +169,20 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
 
         from .io.scan import NearFieldWarning  # noqa: PLC0415
 
+        stem_flags = {"beam_energy_eV": beam_energy_ev, "convergence_semiangle_rad": convergence_semiangle_rad,
+                      "scan_step_m": scan_step_m, "reciprocal_sampling_inv_m": reciprocal_sampling_inv_m,
+                      "scan_shape": None if scan_shape is None else [int(v) for v in scan_shape.split(",")]}
+        stem_cal = None
+        if calibration is not None or any(v is not None for v in stem_flags.values()):
+            from .stem.calibration import load_calibration  # noqa: PLC0415
+
+            stem_cal = load_calibration(calibration, **stem_flags)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NearFieldWarning)
             path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
                            mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
-                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample)
+                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample,
+                           **({"calibration": stem_cal} if stem_cal is not None else {}))
         for w in caught:
             # Shown in the console's own colours; the regime is the user's call, so the store is kept.
             console.print(f"[bold yellow]warning:[/] {w.message}")
