@@ -34,15 +34,16 @@ CHUNK_BYTES = 8 << 20
 SHARD_BYTES = 128 << 20
 
 
-def stem_chunking(n_positions: int, det_shape, itemsize: int) -> tuple[tuple, tuple]:
+def stem_chunking(n_positions: int, det_shape, itemsize: int, chunk_bytes: int = CHUNK_BYTES,
+                  shard_bytes: int = SHARD_BYTES) -> tuple[tuple, tuple]:
     """Chunk and shard shapes of a STEM ``frames`` array: ``(1, c, dy, dx)``, ``(1, s, dy, dx)``, s a multiple of c.
 
     Chunks of about :data:`CHUNK_BYTES` (the unit an analysis block reads),
     shards of about :data:`SHARD_BYTES` (the unit the ingest writes).
     """
     frame = int(np.prod(det_shape)) * itemsize
-    c = int(min(n_positions, max(1, CHUNK_BYTES // frame)))
-    s = c * int(min(-(-n_positions // c), max(1, SHARD_BYTES // (c * frame))))
+    c = int(min(n_positions, max(1, chunk_bytes // frame)))
+    s = c * int(min(-(-n_positions // c), max(1, shard_bytes // (c * frame))))
     return (1, c, *det_shape), (1, s, *det_shape)
 
 
@@ -60,7 +61,8 @@ def _check_together(scans: Sequence[StemScan]) -> None:
 
 
 def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, fmt: str = "auto",
-                calibration: Calibration | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+                calibration: Calibration | None = None, overwrite: bool = False, progress: bool = True,
+                chunk_bytes: int = CHUNK_BYTES, shard_bytes: int = SHARD_BYTES) -> Path:
     """Read 4D-STEM files (one scan each) and write them into a new store.
 
     Parameters
@@ -75,6 +77,8 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
     calibration : Calibration, optional
         What the files lack (:mod:`ptyhpc.stem.calibration`); the user's values win.
     overwrite, progress : bool
+    chunk_bytes, shard_bytes : int
+        Target sizes of a chunk and a shard of ``frames`` (:func:`stem_chunking`).
 
     Returns
     -------
@@ -138,7 +142,7 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
         "dose_e_per_m2": None,
     }
     assert tuple(geometry) == GEOMETRY_KEYS
-    chunks, shards = stem_chunking(n_pos, det, ref.dtype.itemsize)
+    chunks, shards = stem_chunking(n_pos, det, ref.dtype.itemsize, chunk_bytes, shard_bytes)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(store_path)
     try:
