@@ -59,10 +59,14 @@ def find_bf_disk(mean_pattern: np.ndarray, geometry: dict) -> DetectorGeometry:
         No BF disk (empty pattern), or a measured disk radius more than 30 %
         off the calibrated one (wrong calibration: convergence angle or Δk).
     """
-    p = np.asarray(mean_pattern, dtype=np.float64)
-    if not p.max() > 0:
+    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
+
+    # Smoothed, and the plateau level from a high percentile: robust to shot noise at low dose.
+    p = gaussian_filter(np.asarray(mean_pattern, dtype=np.float64), 1.0)
+    top = np.percentile(p, 99.5)
+    if not top > 0:
         raise ValueError("mean pattern is empty: no bright-field disk to centre on")
-    disk = p >= 0.5 * p.max()
+    disk = p >= 0.5 * top
     w = p * disk
     yy, xx = np.indices(p.shape)
     centre = (float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum()))
