@@ -169,16 +169,43 @@ class CentreOfMass(Analysis):
 
 @dataclass
 class PixelStack(Analysis):
-    """Per position: the values of selected detector pixels (e.g. the BF disk, for SSB and parallax)."""
+    """Per position: the values of selected detector pixels (e.g. the BF disk, for SSB).
+
+    With ``descan`` ((2, 3) plane of :func:`ptyhpc.stem.com.remove_descan`: the
+    pattern's shift (rows, cols) = a + b·iy + c·ix) every frame is sampled at
+    the pixels moved by its shift (bilinear), so the disk stays put across the scan.
+    """
 
     pixels: np.ndarray  # flat pixel indices, int
-    bin_factor: int = 1
+    descan: np.ndarray | None = None
 
     def outputs(self, ctx):
         return {"pixels": Output("position", (len(self.pixels),), "float32")}
 
     def prepare(self, ctx, xp):
-        return xp.asarray(np.asarray(self.pixels))
+        rows, cols = np.unravel_index(np.asarray(self.pixels), ctx.detector_shape)
+        return xp.asarray(np.asarray(self.pixels)), rows.astype(np.float32), cols.astype(np.float32)
 
     def process(self, frames, index, state, ctx, xp):
-        return {"pixels": frames.reshape(len(frames), -1)[:, state]}
+        flat_idx, rows, cols = state
+        b = len(frames)
+        flat = frames.reshape(b, -1)
+        if self.descan is None:
+            return {"pixels": flat[:, flat_idx]}
+        iy, ix = np.divmod(index, ctx.scan_shape[1])
+        basis = np.stack([np.ones(b), iy, ix], 1)
+        dy, dx = basis @ np.asarray(self.descan)[0], basis @ np.asarray(self.descan)[1]
+        ny, nx = ctx.detector_shape
+        r = np.clip(rows[None] + dy[:, None], 0, ny - 1.001)
+        c = np.clip(cols[None] + dx[:, None], 0, nx - 1.001)
+        r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
+        fr, fc = xp.asarray((r - r0).astype(np.float32)), xp.asarray((c - c0).astype(np.float32))
+        base = np.arange(b)[:, None] * (ny * nx)
+        f = flat.reshape(-1)
+
+        def at(rr, cc):
+            return f[xp.asarray(base + rr * nx + cc)]
+
+        out = ((1 - fr) * (1 - fc) * at(r0, c0) + (1 - fr) * fc * at(r0, c0 + 1)
+               + fr * (1 - fc) * at(r0 + 1, c0) + fr * fc * at(r0 + 1, c0 + 1))
+        return {"pixels": out}
