@@ -278,6 +278,12 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
                                                   slab_size=slab_size))
 
 
+# 4D-STEM: ``ptyhpc stem STORE`` (ptyhpc/stem/cli.py).
+from .stem.cli import register as _register_stem  # noqa: E402
+
+_register_stem(app)
+
+
 @app.command()
 def info(store: Path = typer.Argument(..., help="zarr store")):
     """Show a store's geometry and the progress of each stage as JSON."""
@@ -317,7 +323,8 @@ def status(store: Path = typer.Argument(..., help="zarr store"),
 
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.py)"),
-        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo"),
+        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo,stem "
+                                                             "(a recipe with a stem: section: ingest,stem)"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -328,10 +335,12 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.
 
     with _user_errors():
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
-        unknown = set(wanted) - {"ingest", "ptycho", "tomo"}
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "stem"}
         if unknown or not wanted:
-            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo")
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, stem")
         rc, files = load_recipe(recipe)
+        if rc.stem is not None and stages == "ingest,ptycho,tomo":
+            wanted = ["ingest", "stem"]
         cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         if cfg.kind == "mpi":
             from .cluster import run_with_client  # noqa: PLC0415
@@ -358,10 +367,17 @@ def _run_stages(client, rc, files, wanted, cfg):
             _ingest(files, store, rc.overwrite, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s")
-    if not ({"ptycho", "tomo"} & set(wanted)):
+    if not ({"ptycho", "tomo", "stem"} & set(wanted)):
         return
 
     def compute(c):
+        if "stem" in wanted:
+            from .stem.stage import run_stem  # noqa: PLC0415
+
+            t = time.perf_counter()
+            out = run_stem(store, rc.stem or {}, client=c, figures_dir=figures)
+            timings["stem"] = time.perf_counter() - t
+            console.print(f"4D-STEM: {len(out['done'])} items done in {timings['stem']:.1f} s; figures in {figures}")
         if "ptycho" in wanted:
             t = time.perf_counter()
             ptycho_out.update(_ptycho(c, store, rc.ptycho_params(), figures))

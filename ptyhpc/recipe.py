@@ -61,6 +61,7 @@ class InputSpec(_Strict):
     defocus_m: Optional[float] = None
     regime: Optional[str] = None
     focus_to_sample_m: Optional[float] = None
+    calibration: Optional[dict] = None  # 4D-STEM formats: keys of ptyhpc.stem.calibration
 
     @model_validator(mode="after")
     def _check_propagation(self):
@@ -89,7 +90,17 @@ class Recipe(_Strict):
     cluster: dict = Field(default_factory=dict)
     ptycho: dict = Field(default_factory=dict)
     tomo: TomoSpec = TomoSpec()
+    stem: Optional[dict] = None  # 4D-STEM stage settings (ptyhpc.stem.stage.StemOptions); runs stage "stem"
     truth: Optional[str] = None
+
+    @field_validator("stem")
+    @classmethod
+    def _check_stem(cls, v):
+        from .stem.stage import StemOptions  # noqa: PLC0415
+
+        if v is not None:
+            StemOptions(**v)  # names a bad key or value
+        return v
 
     @field_validator("ptycho")
     @classmethod

@@ -150,9 +150,11 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
         given = [k for k, v in extra.items() if v is not None]
         if given:
             raise IngestError(f"{', '.join(given)}: not supported for 4D-STEM files ({fmt})")
-        if probe_semiangle_rad is not None or defocus_m is not None:
-            from ptyhpc.stem.calibration import Calibration  # noqa: PLC0415
+        from ptyhpc.stem.calibration import Calibration  # noqa: PLC0415
 
+        if isinstance(calibration, dict):
+            calibration = Calibration(**calibration).check("recipe input.calibration")
+        if probe_semiangle_rad is not None or defocus_m is not None:
             calibration = (calibration or Calibration()).merged(
                 {"convergence_semiangle_rad": probe_semiangle_rad, "defocus_m": defocus_m})
 

@@ -149,7 +149,8 @@ def drift_series(n_frames: int, shape=(96, 96), *, dose_counts: float = 2.0, dri
     """An image series of random atoms (an ADF-like image, 1 px = 0.2 Å) drifting linearly plus jitter.
 
     Returns ``images`` (n, ny, nx) Poisson counts (mean ``dose_counts`` per pixel on the
-    background-and-atoms image), ``shifts`` (n, 2) (y, x) px of each image with respect to image 0.
+    background-and-atoms image), ``shifts`` (n, 2) (y, x) px of each image with respect to image 0,
+    ``truth`` (ny, nx) the noise-free image 0.
     """
     rng = np.random.default_rng(seed)
     ny, nx = shape
@@ -159,9 +160,10 @@ def drift_series(n_frames: int, shape=(96, 96), *, dose_counts: float = 2.0, dri
     shifts -= shifts[0]
     yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
     imgs = []
+    truth = 0.2 + phase_at(np.stack([yy, xx], -1).astype(float), atoms, np.ones(len(atoms)), 1.2)
     for s in shifts:
         # Image k shows the specimen moved by +s: intensity(r) = truth(r − s).
         pts = np.stack([yy - s[0], xx - s[1]], -1)
         img = 0.2 + phase_at(pts, atoms, np.ones(len(atoms)), 1.2)
         imgs.append(rng.poisson(img / img.mean() * dose_counts))
-    return {"images": np.asarray(imgs, np.float32), "shifts": shifts}
+    return {"images": np.asarray(imgs, np.float32), "shifts": shifts, "truth": truth}

@@ -51,7 +51,11 @@ class StemOptions(BaseModel):
     @field_validator("virtual", mode="before")
     @classmethod
     def _split(cls, v):
-        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+        v = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+        unknown = sorted(set(v) - {"bf", "abf", "adf"})
+        if unknown:
+            raise ValueError(f"unknown virtual detector(s) {unknown}; use bf, abf, adf")
+        return v
 
     def result_settings(self) -> dict:
         """What changes the result arrays (compared on rerun)."""
