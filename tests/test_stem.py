@@ -78,6 +78,28 @@ def test_icom_ssb_rotation_vs_truth(tmp_path, crystal, dose, icom_min, ssb_min, 
     assert again["done"] == [] and again["skipped"] == [0]
 
 
+def test_parallax_defocus_and_phase(tmp_path):
+    """Tilt-corrected BF of a defocused probe: phase vs truth, defocus sign and size from the parallax fit."""
+    from ptyhpc.stem.stage import run_stem
+
+    p = StemSim(weights_rad=(1.0, 0.5), scan_rotation_rad=np.deg2rad(30), scan_shape=(32, 32), defocus_m=40e-10)
+    sim = simulate_4dstem(p)
+    cal = dict(sim["calibration"], defocus_m=p.defocus_m)
+    counts = np.random.default_rng(0).poisson(sim["frames"] * 1e4 * (p.step_m * 1e10) ** 2).astype(np.uint16)
+    store = ingest_stem([write_mib(tmp_path / "d.mib", counts, scan_x=32)], tmp_path / "d.zarr",
+                        calibration=Calibration(**cal), progress=False)
+    run_stem(store, {"ssb": True, "parallax": True, "scan_rotation_rad": p.scan_rotation_rad, "transpose": False},
+             progress=False)
+    g = open_store(store)
+    fit = g["results/stem"].attrs["parallax_fit"]["0"]
+    # Known defect (docs/stem.md): the fitted |defocus| is off by 20-40 % on these data; its sign and
+    # order of magnitude are right, and the phase follows the truth.
+    assert 0.5 < fit["defocus_m"] / p.defocus_m < 1.5, fit
+    c = corr_to_truth(g["results/stem/parallax"][0], sim, p)
+    assert c > 0.8, c
+    assert corr_to_truth(g["results/stem/ssb"][0], sim, p) > 0.9  # SSB with the defocus corrected
+
+
 def test_virtual_images_one_and_two_workers_equal_numpy(tmp_path):
     """Virtual BF/ABF/ADF and CoM: in-process, on 2 dask workers, and by direct NumPy — the same."""
     from distributed import Client, LocalCluster
@@ -164,8 +186,9 @@ def test_cli_ingest_stem_recipe(tmp_path):
     assert "abf" not in g["results/stem"]
     for name in ("stem_virtual.png", "stem_com.png", "stem_phase.png", "stem_diffraction.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 1000
+    # Other products on a finished store: refused, naming the settings (nothing half-overwritten).
     r = runner.invoke(app, ["stem", str(tmp_path / "c.zarr"), "--workers", "1", "--parallax"])
-    assert r.exit_code == 2 and "not implemented" in r.output
+    assert r.exit_code == 2 and "other settings" in r.output
     r = runner.invoke(app, ["stem", str(tmp_path / "c.zarr"), "--workers", "1", "--virtual", "haadf"])
     assert r.exit_code == 2 and "haadf" in r.output
     (tmp_path / "r.yaml").write_text(f"input: {{files: [c.mib], format: mib, calibration: {{scan_shape: [16, 16]}}}}\n"

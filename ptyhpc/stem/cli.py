@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
              com: bool = typer.Option(True, help="centre of mass, DPC (rotation/transpose found unless given)"),
              icom: bool = typer.Option(True, help="iCOM phase (needs --com)"),
              ssb: bool = typer.Option(False, help="single-sideband ptychography phase"),
-             parallax: bool = typer.Option(False, help="tilt-corrected BF (not available yet)"),
+             parallax: bool = typer.Option(False, help="tilt-corrected BF with a defocus fit (needs defocus)"),
              drift: bool = typer.Option(False, help="drift between the items of a multi-scan store; drift-corrected sums"),
              scan_rotation_deg: Optional[float] = typer.Option(None, help="scan-detector rotation (default: the "
                                                                "store's, else found by minimum curl)"),
@@ -42,9 +42,7 @@ def register(app: typer.Typer) -> None:
         from .stage import StemOptions, run_stem  # noqa: PLC0415
 
         with cli._user_errors():
-            if parallax:
-                raise ValueError("--parallax (tilt-corrected bright field) is not implemented yet; use --ssb")
-            opts = StemOptions(virtual=virtual, com=com, icom=icom and com, ssb=ssb, drift=drift,
+            opts = StemOptions(virtual=virtual, com=com, icom=icom and com, ssb=ssb, parallax=parallax, drift=drift,
                                scan_rotation_rad=None if scan_rotation_deg is None else math.radians(scan_rotation_deg),
                                transpose=transpose, adf_inner=adf_inner, com_mask_radius=com_mask_radius,
                                com_threshold=com_threshold, backend=backend)

@@ -57,7 +57,7 @@ def stem_figures(group, out_dir) -> list[Path]:
         ax.set_title(f"CoM deflection (mrad), θ = {np.degrees(res.attrs.get('scan_rotation_rad') or 0):.2f}°, "
                      f"transpose {res.attrs.get('transpose')}", fontsize=9)
         save(fig, "stem_com.png")
-    phases = [n for n in ("icom", "ssb") if n in res]
+    phases = [n for n in ("icom", "ssb", "parallax") if n in res]
     if phases:
         fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3.6), squeeze=False)
         for ax, n in zip(axes[0], phases):

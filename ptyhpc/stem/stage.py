@@ -3,7 +3,8 @@
 Results (``results/stem/<name>``, (n_items, scan_y, scan_x) float32, layout in
 :mod:`ptyhpc.io.layout`): ``bf``, ``abf``, ``adf`` (counts), ``com_y``,
 ``com_x`` (detector px, detector frame, relative to the BF centre), ``dpc_y``,
-``dpc_x`` (rad, scan frame, descan removed), ``icom`` and ``ssb`` (rad),
+``dpc_x`` (rad, scan frame, descan removed), ``icom``, ``ssb`` and ``parallax`` (rad), ``tcbf``
+(tilt-corrected BF, relative contrast; the defocus fit in the group attribute ``parallax_fit``),
 ``dose`` (e/m²); ``vd_sum``/``vd_max`` (n_items, det_y, det_x) virtual
 diffraction; ``drift`` (n_items, 2) scan px and ``<image>_drift_sum`` for
 multi-item stores. ``results/stem/status`` (n_items,) uint8 is written per item
@@ -40,6 +41,7 @@ class StemOptions(BaseModel):
     com: bool = True
     icom: bool = True
     ssb: bool = False
+    parallax: bool = False
     drift: bool = False
     adf_inner: float = 1.5            # ADF inner radius in BF radii
     com_mask_radius: float | None = None  # CoM only inside this many BF radii (None: whole detector)
@@ -60,7 +62,8 @@ class StemOptions(BaseModel):
     def result_settings(self) -> dict:
         """What changes the result arrays (compared on rerun)."""
         return {"adf_inner": self.adf_inner, "com_mask_radius": self.com_mask_radius,
-                "com_threshold": self.com_threshold}
+                "com_threshold": self.com_threshold, "products": sorted(self.virtual) + [
+                    n for n in ("com", "icom", "ssb", "parallax") if getattr(self, n)]}
 
 
 def _rotation(opts, ctx, com_y, com_x, adf, step):
@@ -125,6 +128,8 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
         names += ["com_y", "com_x", "dpc_y", "dpc_x"] + (["icom"] if opts.icom else [])
     if opts.ssb:
         names.append("ssb")
+    if opts.parallax:
+        names += ["parallax", "tcbf"]
     names.append("dose")
     settings = opts.result_settings()
     status = require_result_array(group, STEM_STATUS, (n_items,), np.uint8, (n_items,), attrs={"settings": settings})
@@ -149,8 +154,9 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
                     annular_mask(ctx.detector_shape, det.centre, 0, opts.com_mask_radius * det.bf_radius_px))
         analyses = [VirtualDetectors(masks), CentreOfMass(det.centre, com_mask, opts.com_threshold),
                     VirtualDiffraction()]
-        pix = bf_pixels(ctx.detector_shape, det.centre, det.bf_radius_px) if opts.ssb else None
-        if opts.ssb and not opts.com:
+        want_pix = opts.ssb or opts.parallax
+        pix = bf_pixels(ctx.detector_shape, det.centre, det.bf_radius_px) if want_pix else None
+        if want_pix and not opts.com:
             analyses.append(PixelStack(pix))
         res = run_analyses(store, analyses, item=item, client=client, backend=opts.backend, progress=progress)
         images = {n: res[0][n] for n in opts.virtual}
@@ -169,10 +175,11 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
             images["dpc_y"], images["dpc_x"] = dpc(ky, kx, lam)
             if opts.icom:
                 images["icom"] = icom(ky, kx, step)
-        if opts.ssb:
+        parallax_info = None
+        if want_pix:
             if theta is None:
-                raise ValueError("SSB needs the scan rotation: give --scan-rotation-deg and --transpose/--no-transpose "
-                                 "or run with --com")
+                raise ValueError("SSB and parallax need the scan rotation: give --scan-rotation-deg and "
+                                 "--transpose/--no-transpose or run with --com")
             if opts.com:
                 # Second pass: the BF pixels sampled where the descan moved the disk (known from the CoM now).
                 stack = run_analyses(store, [PixelStack(pix, descan)], item=item, client=client, backend=opts.backend,
@@ -180,8 +187,20 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
             else:
                 stack = res[3]["pixels"]
             k = pixel_frequencies(pix, ctx.detector_shape, det.centre, dk, theta, tr)
-            images["ssb"] = ssb_phase(stack, k, wavelength_m=lam, semiangle_rad=geo["convergence_semiangle_rad"],
-                                      step_m=step, defocus_m=geo.get("defocus_m") or 0.0)
+            if opts.ssb:
+                images["ssb"] = ssb_phase(stack, k, wavelength_m=lam, semiangle_rad=geo["convergence_semiangle_rad"],
+                                          step_m=step, defocus_m=geo.get("defocus_m") or 0.0)
+            if opts.parallax:
+                from .parallax import parallax  # noqa: PLC0415
+
+                # Pixels well inside the disk: the edge pixels' images carry little parallax contrast.
+                inner = np.hypot(*[(np.unravel_index(pix, ctx.detector_shape)[j] - det.centre[j]) for j in (0, 1)])
+                keep = inner <= det.bf_radius_px - 1
+                cell = max(1.0, det.bf_radius_px / 5) * float(np.mean(dk))  # ~80 cells over the disk
+                px = parallax(stack[..., keep], (k[0][keep], k[1][keep]), wavelength_m=lam, step_m=step,
+                              group_inv_m=cell)
+                images["parallax"], images["tcbf"] = px.phase, px.tcbf
+                parallax_info = {"defocus_m": px.defocus_m, "shift_matrix_m2": px.shift_matrix.tolist()}
         attrs = {"pixel_size_m": list(step), "origin_m": [0.0, 0.0], "axes": ["item", "y", "x"]}
         for name in names:
             arr = require_result_array(group, f"{STEM}/{name}", (n_items, sy, sx), np.float32, (1, sy, sx),
@@ -198,6 +217,10 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
             plane = require_result_array(group, f"{STEM}/descan_plane", (n_items, 2, 3), np.float64, (n_items, 2, 3),
                                          attrs={"meaning": "com_y, com_x = a + b*row + c*col (px, px/step)"})
             plane[item] = descan
+        if parallax_info is not None:
+            fits = dict(group[STEM].attrs.get("parallax_fit", {}))
+            fits[str(item)] = parallax_info
+            group[STEM].attrs["parallax_fit"] = fits
         group[STEM].attrs.update({"scan_rotation_rad": None if theta is None else float(theta),
                                   "transpose": None if tr is None else bool(tr), "rotation_source": source,
                                   "detector": det.as_attrs()})
@@ -214,7 +237,8 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
     return out
 
 
-_UNITS = {"com_y": "px", "com_x": "px", "dpc_y": "rad", "dpc_x": "rad", "icom": "rad", "ssb": "rad", "dose": "e/m^2"}
+_UNITS = {"com_y": "px", "com_x": "px", "dpc_y": "rad", "dpc_x": "rad", "icom": "rad", "ssb": "rad", "dose": "e/m^2",
+          "parallax": "rad", "tcbf": "relative contrast"}
 
 
 def _drift(group, names) -> dict:
