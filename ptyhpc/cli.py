@@ -200,7 +200,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                         "CXI, NeXus NXptycho or any HDF5 with --spec"),
            output: Path = typer.Option(..., "-o", "--output", help="zarr store to create"),
            overwrite: bool = typer.Option(False, help="replace an existing store (only once the new one is complete)"),
-           fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic (auto: from "
+           fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic | mib | arina | empad (auto: from "
                                                             "the first file's content; generic when --spec is given)"),
            spec: Optional[Path] = typer.Option(None, "--spec", help="YAML of dataset paths for --format generic "
                                                                     "(docs/readers.md)"),
@@ -225,7 +225,17 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                                 "sample distance, m (Fresnel scaling; default: "
                                                                 "parallel beam)"),
            kind: str = typer.Option("auto", help="hdf5-tilt files: auto | tilt_series | energy_stack (auto: "
-                                                 "energy_stack when the files give photon_energy_eV)")):
+                                                 "energy_stack when the files give photon_energy_eV)"),
+           calibration: Optional[Path] = typer.Option(None, "--calibration", help="4D-STEM (mib|arina|empad): "
+                                                      "YAML of beam_energy_eV, convergence_semiangle_rad, "
+                                                      "scan_step_m, reciprocal_sampling_inv_m, scan_shape"),
+           beam_energy_ev: Optional[float] = typer.Option(None, "--beam-energy-ev", help="4D-STEM: eV"),
+           convergence_semiangle_rad: Optional[float] = typer.Option(None, "--convergence-semiangle-rad",
+                                                                     help="4D-STEM: rad"),
+           scan_step_m: Optional[float] = typer.Option(None, "--scan-step-m", help="4D-STEM: m"),
+           reciprocal_sampling_inv_m: Optional[float] = typer.Option(None, "--reciprocal-sampling-inv-m",
+                                                                     help="4D-STEM: 1/m per detector pixel"),
+           scan_shape: Optional[str] = typer.Option(None, "--scan-shape", help="4D-STEM: scan_y,scan_x")):
     """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
     with _user_errors(output):
         t0 = time.perf_counter()
@@ -233,11 +243,20 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
 
         from .io.scan import NearFieldWarning  # noqa: PLC0415
 
+        stem_flags = {"beam_energy_eV": beam_energy_ev, "convergence_semiangle_rad": convergence_semiangle_rad,
+                      "scan_step_m": scan_step_m, "reciprocal_sampling_inv_m": reciprocal_sampling_inv_m,
+                      "scan_shape": None if scan_shape is None else [int(v) for v in scan_shape.split(",")]}
+        stem_cal = None
+        if calibration is not None or any(v is not None for v in stem_flags.values()):
+            from .stem.calibration import load_calibration  # noqa: PLC0415
+
+            stem_cal = load_calibration(calibration, **stem_flags)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NearFieldWarning)
             path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
                            mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
-                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample)
+                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample,
+                           **({"calibration": stem_cal} if stem_cal is not None else {}))
         for w in caught:
             # Shown in the console's own colours; the regime is the user's call, so the store is kept.
             from rich.markup import escape  # noqa: PLC0415
@@ -355,6 +374,12 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
                                                   slab_size=slab_size))
 
 
+# 4D-STEM: ``ptyhpc stem STORE`` (ptyhpc/stem/cli.py).
+from .stem.cli import register as _register_stem  # noqa: E402
+
+_register_stem(app)
+
+
 @app.command()
 def info(store: Path = typer.Argument(..., help="zarr store")):
     """Show a store's geometry and the progress of each stage as JSON."""
@@ -413,7 +438,8 @@ def verify(store: Path = typer.Argument(..., help="zarr store"),
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/recipes.md; example: "
                                                 "examples/cnt_demo.yaml)"),
-        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo"),
+        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo,stem "
+                                                             "(a recipe with a stem: section: ingest,stem)"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -429,10 +455,12 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/re
 
     with _user_errors():
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
-        unknown = set(wanted) - {"ingest", "ptycho", "tomo"}
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "stem"}
         if unknown or not wanted:
-            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo")
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, stem")
         rc, files = load_recipe(recipe)
+        if rc.stem is not None and stages == "ingest,ptycho,tomo":
+            wanted = ["ingest", "stem"]
         cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         if cfg.kind == "mpi":
             from .cluster import run_with_client  # noqa: PLC0415
@@ -460,7 +488,7 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s",
                           markup=False, highlight=False)
-    if not ({"ptycho", "tomo"} & set(wanted)):
+    if not ({"ptycho", "tomo", "stem"} & set(wanted)):
         return
     _require_store(store)
     figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
@@ -479,6 +507,13 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
             preflight = lambda: check() or True  # noqa: E731
 
     def compute(c):
+        if "stem" in wanted:
+            from .stem.stage import run_stem  # noqa: PLC0415
+
+            t = time.perf_counter()
+            out = run_stem(store, rc.stem or {}, client=c, figures_dir=figures)
+            timings["stem"] = time.perf_counter() - t
+            console.print(f"4D-STEM: {len(out['done'])} items done in {timings['stem']:.1f} s; figures in {figures}")
         if "ptycho" in wanted:
             t = time.perf_counter()
             ptycho_out.update(_ptycho(c, store, rc.ptycho_params(), figures))

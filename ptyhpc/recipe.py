@@ -61,6 +61,8 @@ class InputSpec(_Strict):
     defocus_m: Optional[float] = None  # probe defocus, m (sample downstream of the focus)
     regime: Optional[str] = None  # far_field | near_field (no file format says it; default far_field)
     focus_to_sample_m: Optional[float] = None  # near field, divergent beam: focus-to-sample distance z1, m
+    calibration: Optional[dict] = None  # 4D-STEM formats (mib|arina|empad): keys of ptyhpc.stem.calibration
+
     @model_validator(mode="after")
     def _check_propagation(self):
         # the file gives the detector distance; here only what the user states is checked (1 m stands in)
@@ -79,6 +81,8 @@ class TomoSpec(_Strict):
     n_iter: int = Field(default=100, ge=1)  # SIRT iterations
     nonneg: bool = True  # non-negativity in SIRT
     align: bool = True  # align the projections (vertical, centre of rotation, projection matching)
+
+
 class Recipe(_Strict):
     input: InputSpec  # raw files and how to read them (below)
     store: str  # the zarr store to write, relative to the recipe
@@ -88,7 +92,18 @@ class Recipe(_Strict):
     cluster: dict = Field(default_factory=dict)  # where the tasks run (below); command-line flags override it
     ptycho: dict = Field(default_factory=dict)  # ptychography settings (below), the defaults of `ptyhpc reconstruct`
     tomo: TomoSpec = TomoSpec()  # tomography settings (below)
+    stem: Optional[dict] = None  # 4D-STEM stage settings (ptyhpc.stem.stage.StemOptions); runs stage "stem"
     truth: Optional[str] = None  # folder with a simulation's ground truth: adds figures of merit to the report
+
+    @field_validator("stem")
+    @classmethod
+    def _check_stem(cls, v):
+        from .stem.stage import StemOptions  # noqa: PLC0415
+
+        if v is not None:
+            StemOptions(**v)  # names a bad key or value
+        return v
+
     @field_validator("ptycho")
     @classmethod
     def _check_ptycho(cls, v):

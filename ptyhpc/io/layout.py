@@ -97,6 +97,33 @@ leaves a result that looks complete and a rerun skips finished items.
     ``results/tomo/projections``  (n_items, ny, nx) float32, the aligned projections the volumes were
                                reconstructed from (slab tasks read their rows here).
     ``results/tomo`` attributes ``center_px``, ``rotation_axis_x_m``, ``complete`` (written last).
+
+4D-STEM (:mod:`ptyhpc.stem`; readers for Merlin MIB, EMPAD, DECTRIS ARINA; docs/stem.md)
+    A raster 4D scan is one item of kind ``tilt_series``: ``frames[item]`` holds its
+    ``scan_y * scan_x`` frames in raster order (x fastest; position p = iy * scan_x + ix),
+    detector frames as rosettasciio returns them (not centred: the bright-field disk is
+    found from the data). A multi-scan acquisition (a tilt or time series of 4D scans) is
+    a multi-item store, all items of one scan shape. ``frames`` chunks are a few MB of
+    whole frames (the unit an analysis reads), shards ~128 MB (the unit the ingest writes).
+
+    ``scan_shape``         root attribute [scan_y, scan_x]; its presence marks a 4D-STEM store.
+    ``stem``               root attribute dict: ``scan_step_m`` [y, x], ``scan_rotation_rad``
+                           (None: not known, found from the CoM), ``detector_transpose`` (None:
+                           not known), ``counts_per_electron``, ``dose_e_per_m2`` (per item,
+                           from the counts), ``calibration_fields`` (per item, where each value
+                           came from). ``geometry`` holds the beam energy, convergence semi-angle,
+                           reciprocal sampling (1/m per detector pixel), scan step and item 0's dose.
+    ``positions``          (i * step_y, j * step_x) in the scan frame, m.
+    ``results/stem/<name>``  (n_items, scan_y, scan_x) float32: ``bf``, ``abf``, ``adf``, ``com_y``,
+                           ``com_x`` (detector pixels, detector frame), ``dpc_y``, ``dpc_x`` (beam
+                           deflection in the scan frame, rad), ``icom``, ``ssb`` (rad), ``dose``
+                           (e/m² per position); ``results/stem/status`` (n_items,) uint8. Attributes
+                           of every array: ``pixel_size_m``, ``origin_m``, ``scan_rotation_rad``,
+                           ``transpose``, ``detector`` (centre, radii, reciprocal sampling, units).
+                           Convention: arrays are (row, col) = (y, x); a scan-frame momentum transfer
+                           (k_x, k_y) lands at detector (col, row) = centre + R(scan_rotation_rad)
+                           (k_x, k_y)/Δk, R(t) = [[cos t, -sin t], [sin t, cos t]], after the
+                           detector transpose (if any) is undone.
 """
 
 import math
@@ -123,6 +150,11 @@ TOMO_SIRT = "results/tomo/sirt"
 TOMO_FBP = "results/tomo/fbp"
 TOMO_SHIFTS = "results/tomo/shifts"
 TOMO_PROJECTIONS = "results/tomo/projections"
+#: 4D-STEM: root attributes and results group (see the module docstring).
+SCAN_SHAPE = "scan_shape"
+STEM_ATTRS = "stem"
+STEM = "results/stem"
+STEM_STATUS = "results/stem/status"
 
 #: Keys of the root ``geometry`` attribute (all SI).
 GEOMETRY_KEYS = (

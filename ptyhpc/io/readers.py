@@ -11,6 +11,8 @@ Formats (``--format`` of ``ptyhpc ingest``):
     NeXus NXptycho files (:mod:`ptyhpc.io.nexus`); every NXptycho entry is an item.
 ``generic``
     Any HDF5 file with a user spec of dataset paths (:mod:`ptyhpc.io.generic`).
+``mib``, ``arina``, ``empad``
+    4D-STEM detector files (:mod:`ptyhpc.stem.readers`): one raster scan per file, one item each.
 
 ``auto`` looks at the first file's content: a root ``cxi_version`` → cxi, an
 ``NXentry`` with ``definition`` NXptycho → nexus, ``entry/data/counts`` with
@@ -30,7 +32,9 @@ from .validate import IngestError
 
 __all__ = ["FORMATS", "detect_format", "ingest_files"]
 
-FORMATS = ("auto", "hdf5-tilt", "cxi", "nexus", "generic")
+FORMATS = ("auto", "hdf5-tilt", "cxi", "nexus", "generic", "mib", "arina", "empad")
+#: 4D-STEM detector formats, read by :mod:`ptyhpc.stem.readers`.
+STEM_FORMATS = ("mib", "arina", "empad")
 
 
 def detect_format(path: str | PathLike) -> str:
@@ -49,9 +53,14 @@ def detect_format(path: str | PathLike) -> str:
     """
     from .nexus import is_nxptycho  # noqa: PLC0415
 
+    from ptyhpc.stem.readers import sniff_stem_format  # noqa: PLC0415
+
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"{path}: file not found")
+    stem = sniff_stem_format(path)
+    if stem is not None:
+        return stem
     if not h5py.is_hdf5(path):
         raise IngestError(f"{path}: not an HDF5 file")
     _openable(path)
@@ -73,7 +82,7 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
                  mask_bad: str | None = None, radiation: str | None = None,
                  probe_semiangle_rad: float | None = None, defocus_m: float | None = None,
                  regime: str | None = None, focus_to_sample_m: float | None = None,
-                 kind: str = "auto", overwrite: bool = False, progress: bool = True) -> Path:
+                 kind: str = "auto", overwrite: bool = False, progress: bool = True, calibration=None) -> Path:
     """Validate raw files of any supported format and write them into a new store.
 
     Parameters
@@ -106,6 +115,8 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
     kind : {"auto", "tilt_series", "energy_stack"}
         ``hdf5-tilt`` only (as :func:`ptyhpc.io.ingest` / :func:`~ptyhpc.io.energy.ingest_energy_stack`).
     overwrite, progress : bool
+    calibration : ptyhpc.stem.calibration.Calibration, optional
+        4D-STEM formats only (``mib``, ``arina``, ``empad``; :func:`ptyhpc.stem.ingest.ingest_stem`).
 
     Returns
     -------
@@ -134,6 +145,26 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
         _openable(f)   # a truncated or damaged file: a clear error naming it, wherever it is in the list
     if fmt == "auto":
         fmt = "generic" if spec is not None else detect_format(files[0])
+    if fmt in STEM_FORMATS:
+        from ptyhpc.stem.ingest import ingest_stem  # noqa: PLC0415
+
+        extra = {"--spec": spec, "--dark": dark, "--flat": flat, "--mask": mask, "--radiation": radiation,
+                 "--regime": regime, "--focus-to-sample-m": focus_to_sample_m, "--kind": None if kind == "auto" else kind}
+        given = [k for k, v in extra.items() if v is not None]
+        if given:
+            raise IngestError(f"{', '.join(given)}: not supported for 4D-STEM files ({fmt})")
+        from ptyhpc.stem.calibration import Calibration  # noqa: PLC0415
+
+        if isinstance(calibration, dict):
+            calibration = Calibration(**calibration).check("recipe input.calibration")
+        if probe_semiangle_rad is not None or defocus_m is not None:
+            calibration = (calibration or Calibration()).merged(
+                {"convergence_semiangle_rad": probe_semiangle_rad, "defocus_m": defocus_m})
+
+        return ingest_stem(files, store_path, fmt=fmt, calibration=calibration, overwrite=overwrite,
+                           progress=progress)
+    if calibration is not None:
+        raise IngestError(f"--calibration is for the 4D-STEM formats ({', '.join(STEM_FORMATS)}), not {fmt}")
     if spec is not None and fmt != "generic":
         raise IngestError(f"--spec is for --format generic, not {fmt}")
     if regime is not None and regime not in REGIMES:

@@ -1,0 +1,183 @@
+"""4D-STEM throughput: virtual detectors, CoM and sum over a store on disk, against the raw read speed of the
+same store; peak memory per worker; SSB time per position against its FFT bound. JSON lines on stdout.
+
+    python benchmarks/stem.py --quick                  # 64x64 scan of 128x128 uint16 frames (128 MB)
+    python benchmarks/stem.py --size-gb 30 --workers 2 # a store larger than free memory (deletes it after)
+
+The raw frames are written as a Merlin .mib file (uint16, Poisson counts: a bright-field disk and a diffuse
+dark field) and ingested with ``ptyhpc.stem.ingest`` (its throughput is reported too); the .mib is deleted
+right after. Throughput = raw frame bytes / wall time of one pass on a dask LocalCluster. ``read`` is the
+same partitions read and decompressed with nothing done: the ceiling for every analysis (target >= 70 %).
+LiberTEM's SumUDF is run on the same .mib when ``libertem`` is importable (``--libertem``; keeps the .mib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def _read_partition(store, item, a, z, chunk):
+    import zarr
+
+    arr = zarr.open_array(Path(store) / "frames", mode="r")
+    n = 0
+    for s in range(a, z, chunk):
+        n += np.asarray(arr[item, s:min(s + chunk, z)]).nbytes
+    return n
+
+
+def _peak_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_mib_file(path: Path, scan: int, det: int, seed: int = 0) -> float:
+    """A Merlin file of scan x scan frames, written block by block (bounded memory); returns GB."""
+    from _stem_files import write_mib
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices((det, det))
+    r = np.hypot(yy - det / 2, xx - det / 2)
+    mean = np.where(r < det / 8, 4.0, 0.05 * np.exp(-r / (det / 4)))
+    block = max(1, (64 << 20) // (det * det * 2))
+    with open(path, "wb") as out:
+        for a in range(0, scan * scan, block):
+            n = min(block, scan * scan - a)
+            tmp = path.with_suffix(".part")
+            write_mib(tmp, rng.poisson(mean, (n, det, det)).astype(np.uint16))
+            out.write(tmp.read_bytes())
+            tmp.unlink()
+    path.with_suffix(".hdr").write_text(f"HDR,\t\nFrames in Acquisition (Number):\t{scan * scan}\n"
+                                        f"Frames per Trigger (Number):\t{scan}\nEnd\t\n")
+    return path.stat().st_size / 1e9
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--size-gb", type=float, default=4.0, help="raw size of the scan (GB); square scan")
+    ap.add_argument("--det", type=int, default=128, help="detector pixels per side")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", type=Path, default=None, help="where to put the store (default: a temp folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the store")
+    ap.add_argument("--libertem", action="store_true", help="also LiberTEM SumUDF on the .mib (needs libertem)")
+    args = ap.parse_args(argv)
+    from distributed import Client, LocalCluster
+
+    from ptyhpc.stem.calibration import Calibration
+    from ptyhpc.stem.ingest import ingest_stem
+    from ptyhpc.stem.mapreduce import partitions, run_analyses
+    from ptyhpc.stem.virtual import (CentreOfMass, VirtualDetectors, VirtualDiffraction, find_bf_disk,
+                                     sample_mean_pattern, standard_masks)
+    from ptyhpc.io import open_store
+
+    det = args.det
+    size = 0.128 if args.quick else args.size_gb
+    scan = int(np.sqrt(size * 1e9 / (det * det * 2)))
+    root = Path(tempfile.mkdtemp(prefix="stem_bench_", dir=args.dir))
+    try:
+        mib = root / "scan.mib"
+        t = time.perf_counter()
+        gb = write_mib_file(mib, scan, det)
+        emit(bench="write_mib", scan=[scan, scan], det=det, raw_gb=round(gb, 3), seconds=round(time.perf_counter() - t, 2))
+        cal = Calibration(beam_energy_eV=200e3, convergence_semiangle_rad=0.02, scan_step_m=5e-11,
+                          reciprocal_sampling_inv_m=0.02 / 2.508e-12 / (det / 8))
+        t = time.perf_counter()
+        store = ingest_stem([mib], root / "scan.zarr", calibration=cal, progress=False)
+        dt = time.perf_counter() - t
+        raw = scan * scan * det * det * 2
+        disk = sum(f.stat().st_size for f in (root / "scan.zarr").rglob("*") if f.is_file())
+        emit(bench="ingest", raw_gb=round(raw / 1e9, 3), seconds=round(dt, 2), gb_per_s=round(raw / 1e9 / dt, 3),
+             store_gb=round(disk / 1e9, 3), compression=round(raw / disk, 2))
+        if not args.libertem:
+            mib.unlink()
+        g = open_store(store)
+        ctx_geo = g.attrs["geometry"]
+        d = find_bf_disk(sample_mean_pattern(g), ctx_geo)
+        masks = standard_masks((det, det), d)
+        arr = g["frames"]
+        chunk = arr.chunks[1]
+        # At least 4 tasks per worker so that every worker stays busy to the end.
+        pbytes = int(min(64 << 20, max(1, raw // (4 * args.workers))))
+        parts = partitions(scan * scan, chunk, det * det * 2, pbytes)
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            def timed(name, fn):
+                client.run(lambda: None)
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                rss = client.run(_peak_rss_mb)
+                emit(bench=name, raw_gb=round(raw / 1e9, 3), seconds=round(dt, 3), gb_per_s=round(raw / 1e9 / dt, 3),
+                     workers=args.workers, peak_rss_mb_per_worker=round(max(rss.values()), 1),
+                     partitions=len(parts), chunk_frames=int(chunk))
+                return raw / 1e9 / dt
+
+            # Warm-up: imports and first file opens on the workers are not part of a pass.
+            run_analyses(store, [VirtualDiffraction()], client=client, progress=False, partition_bytes=pbytes)
+            read = timed("read", lambda: client.gather([client.submit(_read_partition, str(store), 0, a, z, chunk,
+                                                                      pure=False) for a, z in parts]))
+            for name, an in (("virtual_bf_abf_adf", [VirtualDetectors(masks)]), ("com", [CentreOfMass(d.centre)]),
+                             ("sum", [VirtualDiffraction()])):
+                v = timed(name, lambda: run_analyses(store, an, client=client, progress=False,
+                                                            partition_bytes=pbytes))
+                emit(bench=f"{name}_vs_read", ratio=round(v / read, 3), target=0.7)
+        if args.libertem:
+            try:
+                import libertem.api as lt
+                from libertem.udf.sum import SumUDF
+            except ImportError:
+                emit(bench="libertem_sum", skipped="libertem not importable")
+            else:
+                with lt.Context.make_with("dask-make-default", cpus=args.workers) as ctx:
+                    ds = ctx.load("mib", path=str(mib), nav_shape=(scan, scan))
+                    t0 = time.perf_counter()
+                    ctx.run_udf(dataset=ds, udf=SumUDF())
+                    dt = time.perf_counter() - t0
+                emit(bench="libertem_sum", source="mib", seconds=round(dt, 3), gb_per_s=round(raw / 1e9 / dt, 3))
+        ssb_bench(quick=args.quick)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def ssb_bench(quick: bool):
+    """SSB time per scan position against the FFT of the BF-pixel stack over the scan (its lower bound)."""
+    from ptyhpc.backend import fft2
+    from ptyhpc.stem.ssb import ssb_phase
+
+    rng = np.random.default_rng(0)
+    for scan, npix in ([(64, 400)] if quick else [(64, 400), (128, 800), (256, 800)]):
+        stack = rng.poisson(5.0, (scan, scan, npix)).astype(np.float32)
+        ka = 1.0
+        r = np.sqrt(rng.uniform(0, 1, npix)) * ka
+        a = rng.uniform(0, 2 * np.pi, npix)
+        k = (r * np.sin(a), r * np.cos(a))
+        t = time.perf_counter()
+        ssb_phase(stack, k, wavelength_m=1.0, semiangle_rad=ka, step_m=(0.25, 0.25))
+        dt = time.perf_counter() - t
+        t = time.perf_counter()
+        fft2(np.moveaxis(stack, -1, 0).astype(np.complex64))
+        df = time.perf_counter() - t
+        emit(bench="ssb", scan=[scan, scan], bf_pixels=npix, seconds=round(dt, 3),
+             us_per_position=round(dt / scan**2 * 1e6, 2), fft_bound_seconds=round(df, 4), ratio_to_fft=round(dt / df, 1))
+
+
+if __name__ == "__main__":
+    main()

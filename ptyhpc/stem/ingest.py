@@ -1,0 +1,207 @@
+"""Write 4D-STEM scans (:class:`~ptyhpc.stem.readers.StemScan`) into a store, block by block.
+
+A raster scan is one store item: ``frames[item]`` holds its ``scan_y·scan_x``
+frames in raster order (x fastest), the root attribute ``scan_shape`` gives
+(scan_y, scan_x); a multi-scan acquisition (tilt or time series) is a
+multi-item store with one ``scan_shape``. Layout and attributes:
+:mod:`ptyhpc.io.layout` (section 4D-STEM) and docs/stem.md.
+
+Memory: one shard of frames (≤ :data:`SHARD_BYTES`) is read while the previous
+one is compressed and written; never the whole file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from ..io.layout import (DETECTOR_MASK, FAR_FIELD, FRAMES, GEOMETRY_KEYS, POSITIONS, PROPAGATION_REGIME,
+                         SCAN_SHAPE, SCHEMA_VERSION, STEM_ATTRS, TILT_ANGLE)
+from ..io.validate import IngestError
+from .calibration import Calibration
+from .readers import StemScan, read_stem_file, sniff_stem_format
+
+__all__ = ["ingest_stem", "stem_chunking", "CHUNK_BYTES", "SHARD_BYTES"]
+
+#: Target bytes of one inner chunk and of one shard of ``frames``.
+CHUNK_BYTES = 8 << 20
+SHARD_BYTES = 128 << 20
+
+
+def stem_chunking(n_positions: int, det_shape, itemsize: int, chunk_bytes: int = CHUNK_BYTES,
+                  shard_bytes: int = SHARD_BYTES) -> tuple[tuple, tuple]:
+    """Chunk and shard shapes of a STEM ``frames`` array: ``(1, c, dy, dx)``, ``(1, s, dy, dx)``, s a multiple of c.
+
+    Chunks of about :data:`CHUNK_BYTES` (the unit an analysis block reads),
+    shards of about :data:`SHARD_BYTES` (the unit the ingest writes).
+    """
+    frame = int(np.prod(det_shape)) * itemsize
+    c = int(min(n_positions, max(1, chunk_bytes // frame)))
+    s = c * int(min(-(-n_positions // c), max(1, shard_bytes // (c * frame))))
+    return (1, c, *det_shape), (1, s, *det_shape)
+
+
+def _check_together(scans: Sequence[StemScan]) -> None:
+    ref = scans[0]
+    for s in scans[1:]:
+        for attr in ("scan_shape", "detector_shape", "dtype"):
+            if tuple(np.atleast_1d(getattr(s, attr))) != tuple(np.atleast_1d(getattr(ref, attr))):
+                raise IngestError(f"{s.name}: {attr} {getattr(s, attr)} differs from {getattr(ref, attr)} in "
+                                  f"{ref.name}; one store holds scans of one shape")
+        for key in ("beam_energy_eV", "reciprocal_sampling_inv_m", "scan_step_m", "convergence_semiangle_rad"):
+            a, b = getattr(s.calibration, key), getattr(ref.calibration, key)
+            if not np.allclose(a, b, rtol=1e-6):
+                raise IngestError(f"{s.name}: {key} {a} differs from {b} in {ref.name}")
+
+
+def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, fmt: str = "auto",
+                calibration: Calibration | None = None, overwrite: bool = False, progress: bool = True,
+                chunk_bytes: int = CHUNK_BYTES, shard_bytes: int = SHARD_BYTES) -> Path:
+    """Read 4D-STEM files (one scan each) and write them into a new store.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+        One scan per file (``.mib``, EMPAD ``.xml``, ARINA ``*_master.h5``); several
+        files make a multi-item store, items in file order unless the calibration
+        gives ``tilt_angles_rad`` (then sorted by angle).
+    store_path : path-like
+    fmt : {"auto", "mib", "empad", "arina"}
+        ``auto``: from each file's content (:func:`~ptyhpc.stem.readers.sniff_stem_format`).
+    calibration : Calibration, optional
+        What the files lack (:mod:`ptyhpc.stem.calibration`); the user's values win.
+    overwrite, progress : bool
+    chunk_bytes, shard_bytes : int
+        Target sizes of a chunk and a shard of ``frames`` (:func:`stem_chunking`).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    IngestError
+        Unknown format, reader errors (truncated file, mismatched scan shape),
+        missing or implausible calibration, scans that cannot share a store,
+        negative or non-finite counts (found while copying; nothing is left at
+        ``store_path``), store exists without ``overwrite``.
+    """
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from ..io.ingest import _remove, commit_store, partial_path  # noqa: PLC0415
+    from ..io.scan import estimate_scan_step  # noqa: PLC0415
+    from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
+
+    store_path = Path(store_path)
+    files = [Path(f) for f in files]
+    if not files:
+        raise IngestError("no input files given")
+    if (store_path.exists() or store_path.is_symlink()) and not overwrite:
+        raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
+    calibration = calibration or Calibration()
+    angles = calibration.tilt_angles_rad
+    if angles is not None and len(angles) != len(files):
+        raise IngestError(f"calibration tilt_angles_rad: {len(angles)} angles for {len(files)} files")
+    scans = []
+    for k, f in enumerate(files):
+        kind = fmt
+        if fmt == "auto":
+            kind = sniff_stem_format(f)
+            if kind is None:
+                raise IngestError(f"{f}: not a recognised 4D-STEM file (MIB, EMPAD XML, ARINA master); "
+                                  "name it with --format mib|empad|arina")
+        scan = read_stem_file(f, kind, calibration)
+        scan.calibration.require(str(f))
+        scan.tilt_angle_rad = 0.0 if angles is None else float(angles[k])
+        scans.append(scan)
+    _check_together(scans)
+    if angles is not None:
+        scans.sort(key=lambda s: s.tilt_angle_rad)
+    ref = scans[0]
+    cal = ref.calibration
+    sy, sx = ref.scan_shape
+    n, n_pos, det = len(scans), ref.n_positions, tuple(ref.detector_shape)
+    step = tuple(float(v) for v in cal.scan_step_m)
+    iy, ix = np.divmod(np.arange(n_pos), sx)
+    pos = np.stack([iy * step[0], ix * step[1]], axis=1).astype(np.float64)
+    geometry = {
+        "beam_energy_eV": float(cal.beam_energy_eV),
+        "wavelength_m": float(electron_wavelength(cal.beam_energy_eV)),
+        "convergence_semiangle_rad": float(cal.convergence_semiangle_rad),
+        "defocus_m": None if cal.defocus_m is None else float(cal.defocus_m),
+        "Cs_m": 0.0,
+        "reciprocal_sampling_inv_m": [float(v) for v in cal.reciprocal_sampling_inv_m],
+        "scan_step_m": estimate_scan_step(pos[: min(n_pos, 4 * sx)]) if n_pos > 1 else step[0],
+        "scan_origin_m": [0.0, 0.0],
+        "dose_e_per_m2": None,
+    }
+    assert tuple(geometry) == GEOMETRY_KEYS
+    chunks, shards = stem_chunking(n_pos, det, ref.dtype.itemsize, chunk_bytes, shard_bytes)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(store_path)
+    try:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root.attrs.update({
+            "ptyhpc_schema": SCHEMA_VERSION, "kind": "tilt_series", "radiation": "electron",
+            "geometry": geometry, "source_files": [str(s.path.resolve()) for s in scans],
+            "source_format": ref.source_format, "source_fields": [s.fields for s in scans],
+            PROPAGATION_REGIME: FAR_FIELD, "preprocessing": {}, SCAN_SHAPE: [int(sy), int(sx)],
+        })
+        frames = root.create_array(
+            FRAMES, shape=(n, n_pos, *det), dtype=ref.dtype, chunks=chunks, shards=shards,
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle), fill_value=0,
+            dimension_names=("item", "position", "det_y", "det_x"))
+        root.create_array(POSITIONS, data=np.broadcast_to(pos, (n, n_pos, 2)).copy(), chunks=(n, n_pos, 2),
+                          attributes={"axes": ["y", "x"], "units": "m"}, dimension_names=("item", "position", "axis"))
+        root.create_array(TILT_ANGLE, data=np.array([s.tilt_angle_rad for s in scans]), chunks=(n,),
+                          attributes={"units": "rad", "axis": "y"}, dimension_names=("item",))
+        root.create_array(DETECTOR_MASK, data=np.ones(det, bool), chunks=det, dimension_names=("det_y", "det_x"))
+        totals = np.zeros(n)
+        blocks = [(k, a, min(a + shards[1], n_pos)) for k in range(n) for a in range(0, n_pos, shards[1])]
+
+        def load(b):
+            k, a, z = b
+            block = scans[k].read_block(a, z)
+            if block.shape != (z - a, *det):
+                raise IngestError(f"{scans[k].name}: frames {a}:{z}: read shape {block.shape}, expected "
+                                  f"{(z - a, *det)} (file changed or truncated while reading)")
+            if block.dtype.kind == "f" and not np.isfinite(block).all():
+                raise IngestError(f"{scans[k].name}: frames {a}:{z}: NaN or inf counts")
+            if block.dtype.kind in "fi" and (block < 0).any():
+                # EMPAD frames are background-subtracted floats: clip the small negative noise, as recorded.
+                if scans[k].source_format != "empad":
+                    raise IngestError(f"{scans[k].name}: frames {a}:{z}: negative counts")
+                np.maximum(block, 0, out=block)
+            return block
+
+        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(1) as reader:
+            task = bar.add_task("ingest 4D-STEM", total=n * n_pos)
+            pending = reader.submit(load, blocks[0])
+            for j, (k, a, z) in enumerate(blocks):
+                block = pending.result()
+                if j + 1 < len(blocks):
+                    pending = reader.submit(load, blocks[j + 1])
+                totals[k] += float(block.sum(dtype=np.float64))
+                frames[k, a:z] = block
+                bar.advance(task, z - a)
+        area = n_pos * step[0] * step[1]
+        dose = (totals / cal.counts_per_electron / area).tolist()
+        geometry["dose_e_per_m2"] = dose[0]
+        root.attrs["geometry"] = geometry
+        root.attrs[STEM_ATTRS] = {
+            "scan_step_m": list(step), "scan_rotation_rad": cal.scan_rotation_rad,
+            "detector_transpose": cal.detector_transpose, "counts_per_electron": cal.counts_per_electron,
+            "dose_e_per_m2": dose, "calibration_fields": [s.fields for s in scans],
+        }
+        root.attrs["ingest_complete"] = True
+        commit_store(tmp, store_path, overwrite)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return store_path

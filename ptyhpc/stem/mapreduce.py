@@ -1,0 +1,223 @@
+"""A map-reduce over the frames of a 4D-STEM store (in the spirit of LiberTEM's UDFs), on dask.
+
+An :class:`Analysis` declares its outputs — per scan position (one value or
+small array per frame) or reduced over frames (summed or max'd) — and the work
+on a block of frames. :func:`run_analyses` runs several analyses in one pass
+over one item: the positions are cut into partitions of whole ``frames``
+chunks (independent of the number of workers, so the reductions add up in
+the same order on 1 or N workers), each partition is one dask task that reads
+its frames one chunk at a time, converts them to float32 on the array
+backend (NumPy or CuPy, :mod:`ptyhpc.backend`) and hands them to every
+analysis. Memory per task: one chunk of frames (a few MB) plus the outputs of
+the partition. Without a client the partitions run in this process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Output", "Analysis", "StemContext", "run_analyses", "stem_context", "PARTITION_BYTES"]
+
+#: Raw bytes of frames per task (a whole number of chunks, at least one).
+PARTITION_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of an analysis.
+
+    Attributes
+    ----------
+    kind : {"position", "reduce"}
+        ``position``: an array ``(scan_y, scan_x, *shape)``, one entry per frame;
+        ``reduce``: ``shape``, combined over all frames with ``op``.
+    shape : tuple of int
+    dtype : str
+    op : {"sum", "max"}
+        Reduction of ``reduce`` outputs (sums in float64 by default).
+    """
+
+    kind: str
+    shape: tuple = ()
+    dtype: str = "float32"
+    op: str = "sum"
+
+
+@dataclass(frozen=True)
+class StemContext:
+    """What an analysis knows about the data: shapes and the store's calibration (SI)."""
+
+    scan_shape: tuple
+    detector_shape: tuple
+    geometry: dict
+    stem: dict
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.scan_shape[0] * self.scan_shape[1])
+
+
+class Analysis:
+    """Base class: subclasses define :meth:`outputs` and :meth:`process` (and optionally :meth:`prepare`).
+
+    Instances are pickled to the workers: keep them to plain arrays and numbers.
+    """
+
+    def outputs(self, ctx: StemContext) -> dict[str, Output]:
+        raise NotImplementedError
+
+    def prepare(self, ctx: StemContext, xp):
+        """Per-task state on the backend (e.g. masks moved to the GPU once); default None."""
+        return None
+
+    def process(self, frames, index, state, ctx: StemContext, xp) -> dict:
+        """Work on one block.
+
+        Parameters
+        ----------
+        frames : xp.ndarray, (b, det_y, det_x) float32
+        index : numpy.ndarray, (b,) int
+            Raster indices of the frames (p = iy * scan_x + ix).
+
+        Returns
+        -------
+        dict
+            For each ``position`` output an array (b, *shape); for each
+            ``reduce`` output its partial over the block.
+        """
+        raise NotImplementedError
+
+
+def stem_context(group) -> StemContext:
+    """The :class:`StemContext` of an open store; ``StoreError`` if it is not a 4D-STEM store."""
+    from ..io.layout import SCAN_SHAPE, STEM_ATTRS  # noqa: PLC0415
+    from ..io.store import StoreError, read_geometry  # noqa: PLC0415
+
+    shape = group.attrs.get(SCAN_SHAPE)
+    if shape is None:
+        raise StoreError(f"{str(group.store).removeprefix('file://')}: not a 4D-STEM store (no 'scan_shape' "
+                         "attribute; ingest with --format mib|arina|empad)")
+    return StemContext(tuple(shape), tuple(group["frames"].shape[2:]), read_geometry(group),
+                       dict(group.attrs.get(STEM_ATTRS, {})))
+
+
+def partitions(n_positions: int, chunk: int, itemsize_frame: int, partition_bytes: int = PARTITION_BYTES) -> list:
+    """``[(start, stop), ...]`` covering the positions, each a whole number of chunks."""
+    per = chunk * max(1, partition_bytes // max(1, chunk * itemsize_frame))
+    return [(a, min(a + per, n_positions)) for a in range(0, n_positions, per)]
+
+
+def _run_partition(store_path: str, item: int, start: int, stop: int, chunk: int, analyses, ctx, backend: str):
+    import zarr  # noqa: PLC0415
+
+    from ..backend import get_xp, to_host  # noqa: PLC0415
+
+    xp = get_xp(backend)
+    frames = zarr.open_array(Path(store_path) / "frames", mode="r")
+    states = [a.prepare(ctx, xp) for a in analyses]
+    outs = [a.outputs(ctx) for a in analyses]
+    result = []
+    for spec in outs:
+        r = {}
+        for name, o in spec.items():
+            if o.kind == "position":
+                r[name] = np.empty((stop - start, *o.shape), o.dtype)
+            else:
+                r[name] = None
+        result.append(r)
+    for a in range(start, stop, chunk):
+        z = min(a + chunk, stop)
+        block = xp.asarray(np.asarray(frames[item, a:z]), dtype=xp.float32)
+        index = np.arange(a, z)
+        for k, analysis in enumerate(analyses):
+            got = analysis.process(block, index, states[k], ctx, xp)
+            for name, o in outs[k].items():
+                v = got[name]
+                if o.kind == "position":
+                    result[k][name][a - start:z - start] = to_host(v)
+                else:
+                    v = to_host(v).astype(o.dtype, copy=False)
+                    cur = result[k][name]
+                    result[k][name] = v.copy() if cur is None else (cur + v if o.op == "sum" else np.maximum(cur, v))
+    return result
+
+
+def run_analyses(store: str | PathLike, analyses, *, item: int = 0, client=None, backend: str = "numpy",
+                 progress: bool = True, partition_bytes: int = PARTITION_BYTES) -> list[dict]:
+    """Run analyses over item ``item`` of a 4D-STEM store in one pass.
+
+    Parameters
+    ----------
+    store : path-like
+        A store with ``scan_shape`` (:func:`ptyhpc.stem.ingest.ingest_stem`).
+    analyses : sequence of Analysis
+    item : int
+    client : distributed.Client, optional
+        One task per partition on its workers (any :mod:`ptyhpc.cluster` kind);
+        None: run in this process.
+    backend : {"numpy", "cupy", "auto"}
+        Array module on the workers (:func:`ptyhpc.backend.get_xp`).
+    progress : bool
+        Progress bar over partitions.
+    partition_bytes : int
+        Raw bytes of frames per task (rounded to whole chunks).
+
+    Returns
+    -------
+    list of dict
+        Per analysis, its outputs: ``position`` ones shaped ``(scan_y, scan_x, *shape)``,
+        ``reduce`` ones ``shape``.
+
+    Raises
+    ------
+    StoreError
+        Not a 4D-STEM store; ``item`` out of range (IndexError).
+    """
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from ..io.store import open_store  # noqa: PLC0415
+
+    store = Path(store)
+    group = open_store(store)
+    ctx = stem_context(group)
+    arr = group["frames"]
+    if not 0 <= item < arr.shape[0]:
+        raise IndexError(f"item {item} out of range; the store has {arr.shape[0]} items")
+    chunk = int(arr.chunks[1])
+    frame_bytes = int(np.prod(ctx.detector_shape)) * arr.dtype.itemsize
+    parts = partitions(ctx.n_positions, chunk, frame_bytes, partition_bytes)
+    analyses = list(analyses)
+    results = [None] * len(parts)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"4D-STEM item {item}", total=len(parts))
+        if client is None:
+            for j, (a, z) in enumerate(parts):
+                results[j] = _run_partition(str(store), item, a, z, chunk, analyses, ctx, backend)
+                bar.advance(task)
+        else:
+            from distributed import as_completed  # noqa: PLC0415
+
+            futures = {client.submit(_run_partition, str(store), item, a, z, chunk, analyses, ctx, backend,
+                                     pure=False): j for j, (a, z) in enumerate(parts)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.advance(task)
+    specs = [a.outputs(ctx) for a in analyses]
+    out = []
+    for k, spec in enumerate(specs):
+        merged = {}
+        for name, o in spec.items():
+            pieces = [r[k][name] for r in results]
+            if o.kind == "position":
+                merged[name] = np.concatenate(pieces).reshape(*ctx.scan_shape, *o.shape)
+            else:
+                acc = pieces[0]
+                for p in pieces[1:]:  # in partition order: the same sum on any number of workers
+                    acc = acc + p if o.op == "sum" else np.maximum(acc, p)
+                merged[name] = acc
+        out.append(merged)
+    return out
