@@ -141,8 +141,15 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                                             "without NXsource/probe"),
            probe_semiangle: Optional[float] = typer.Option(None, "--probe-semiangle", help="probe convergence "
                                                            "semi-angle, rad (for the model initial probe)"),
-           defocus: Optional[float] = typer.Option(None, "--defocus", help="probe defocus, m (sample downstream "
-                                                                          "of the focus)"),
+           defocus: Optional[float] = typer.Option(None, "--defocus", help="probe defocus, m. X-rays: distance of "
+                                                   "the sample downstream of the focus (> 0: diverging beam); "
+                                                   "electrons: C10 = -defocus (> 0: converging onto the sample)"),
+           zp_diameter: Optional[float] = typer.Option(None, "--zone-plate-diameter", help="X-rays: zone-plate "
+                                                       "outer diameter, m (with --outer-zone-width: model probe)"),
+           zp_zone: Optional[float] = typer.Option(None, "--outer-zone-width", help="X-rays: zone-plate outer "
+                                                   "zone width, m"),
+           zp_stop: Optional[float] = typer.Option(None, "--central-stop-diameter", help="X-rays: central stop "
+                                                   "diameter, m (default 0)"),
            regime: Optional[str] = typer.Option(None, "--regime", help="far_field | near_field: propagation "
                                                 "from sample to detector (no file format says it; default "
                                                 "far_field, generic: the spec's)"),
@@ -163,7 +170,8 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
             warnings.simplefilter("always", NearFieldWarning)
             path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
                            mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
-                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample)
+                           defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample,
+                           **_zone_plate_option(zp_diameter, zp_zone, zp_stop))
         for w in caught:
             # Shown in the console's own colours; the regime is the user's call, so the store is kept.
             console.print(f"[bold yellow]warning:[/] {w.message}")
@@ -172,6 +180,12 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
         store = open_store(path)
         regime_note = read_propagation(store)["regime"]
         console.print(f"wrote {path} ({n_items(store)} items, {regime_note}) in {time.perf_counter() - t0:.1f} s")
+
+
+def _zone_plate_option(diameter, zone, stop) -> dict:
+    from .io.spectro_options import zone_plate_option  # noqa: PLC0415
+
+    return zone_plate_option(diameter, zone, stop)
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):
