@@ -108,15 +108,15 @@ def _soft_disc(y, x, cy, cx, r, edge):
 def default_materials(*, fe_nm: float = 30.0, ps_nm: float = 300.0, edge_m: float = 15e-9) -> list[Material]:
     """Permalloy-like Fe rod (L3 edge, synthetic white line at 707 eV, XMCD ±) on a polystyrene disc.
 
-    The rod (0.70 × 0.24 µm) is magnetised +1 for x < 0 and −1 for x > 0; the
-    disc (radius 0.3 µm) is centred at (y, x) = (0.2, 0.15) µm. Lengths are
+    The rod (0.60 × 0.20 µm) is magnetised +1 for x < 0 and −1 for x > 0; the
+    disc (radius 0.25 µm) is centred at (y, x) = (0.17, 0.12) µm. Lengths are
     in the scan frame (the probe positions), m.
     """
     def rod(y, x):
-        return fe_nm * 1e-9 * _soft_box(y, x, -0.12e-6, 0.12e-6, -0.35e-6, 0.35e-6, edge_m)
+        return fe_nm * 1e-9 * _soft_box(y, x, -0.10e-6, 0.10e-6, -0.30e-6, 0.30e-6, edge_m)
 
     def disc(y, x):
-        return ps_nm * 1e-9 * _soft_disc(y, x, 0.20e-6, 0.15e-6, 0.30e-6, edge_m)
+        return ps_nm * 1e-9 * _soft_disc(y, x, 0.17e-6, 0.12e-6, 0.25e-6, edge_m)
 
     return [
         Material("Fe", "Fe", 7.87, rod, resonance=(707.0, 2.0, 4.0e-3), dichroism=0.25,
