@@ -312,7 +312,8 @@ def status(store: Path = typer.Argument(..., help="zarr store"),
 
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.py)"),
-        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo"),
+        stages: str = typer.Option("ingest,ptycho,tomo,spectro", help="comma-separated subset of ingest,ptycho,"
+                                   "tomo,spectro (spectro: when the recipe has a spectro: section)"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -323,9 +324,9 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.
 
     with _user_errors():
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
-        unknown = set(wanted) - {"ingest", "ptycho", "tomo"}
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "spectro"}
         if unknown or not wanted:
-            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo")
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, spectro")
         rc, files = load_recipe(recipe)
         cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         if cfg.kind == "mpi":
@@ -353,7 +354,9 @@ def _run_stages(client, rc, files, wanted, cfg):
             _ingest(files, store, rc.overwrite, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s")
-    if not ({"ptycho", "tomo"} & set(wanted)):
+    if rc.spectro is None:
+        wanted = [w for w in wanted if w != "spectro"]
+    if not ({"ptycho", "tomo", "spectro"} & set(wanted)):
         return
 
     def compute(c):
@@ -365,6 +368,10 @@ def _run_stages(client, rc, files, wanted, cfg):
             t = time.perf_counter()
             tomo_out.update(_tomo(c, store, figures, rc.tomo.n_iter, rc.tomo.nonneg, rc.tomo.align))
             timings["tomo"] = time.perf_counter() - t
+        if "spectro" in wanted:
+            t = time.perf_counter()
+            _spectro(c, store, rc.spectro.run_kwargs(), figures)
+            timings["spectro"] = time.perf_counter() - t
 
     if client is not None:  # MPI: already on the cluster, on the driver rank
         with run_lock(store):
@@ -377,6 +384,51 @@ def _run_stages(client, rc, files, wanted, cfg):
     truth = rc.truth if tomo_out else None
     write_report(report, store, timings=timings, ptycho=ptycho_out, tomo=tomo_out, truth=truth, figures=figures)
     console.print(f"report: {report}")
+
+
+def _spectro(client, store: Path, options: dict, figures: Path) -> dict:
+    from .spectro.stage import run_spectro  # noqa: PLC0415
+
+    out = run_spectro(store, client=client, figures_dir=figures, **options)
+    console.print(f"spectro: {len(set(out['energies_eV']))} energies, components {out['components'] or '-'} "
+                  f"(fit {out.get('fit', '-')}), XMCD at {out['xmcd_energies'] or '-'} eV, XLD at "
+                  f"{out['xld_energies'] or '-'} eV, {out['seconds']:.1f} s; results/spectro, figures in {figures}")
+    return out
+
+
+@app.command()
+def spectro(store: Path = typer.Argument(..., help="energy-stack store with finished ptychography"),
+            reference: List[str] = typer.Option([], "--reference", help="NAME=FILE (CSV energy_eV,mu_per_m[,delta]) "
+                                                "or NAME=xraydb:FORMULA:DENSITY_G_CM3; repeat, in fit order"),
+            i0_mask: Optional[Path] = typer.Option(None, "--i0-mask", help=".npy/.tif mask of the empty (I0) area on "
+                                                   "item 0's reconstruction grid (default: found automatically)"),
+            clusters: int = typer.Option(3, "--clusters", help="k-means clusters on the PCA scores (0: none)"),
+            regions: Optional[Path] = typer.Option(None, "--regions", help="label image on item 0's grid for "
+                                                   "region spectra (default: the clusters)"),
+            beam_diameter: Optional[float] = typer.Option(None, "--beam-diameter", help="beam diameter, m, for the "
+                                                          "exposure map (default: from the probe)"),
+            cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
+            site_config: Optional[Path] = typer.Option(None, help="site configuration YAML"),
+            scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
+            workers: Optional[int] = typer.Option(None, help="LocalCluster workers"),
+            figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
+    """Optical density, thickness maps, dichroism and exposure maps of a reconstructed energy stack."""
+    from .spectro.options import SpectroSpec  # noqa: PLC0415
+    from .spectro.references import parse_reference_option  # noqa: PLC0415
+
+    with _user_errors():
+        refs = dict(parse_reference_option(r) for r in reference)
+        spec = SpectroSpec(references=refs, i0_mask=None if i0_mask is None else str(i0_mask), clusters=clusters,
+                           regions=None if regions is None else str(regions), beam_diameter_m=beam_diameter)
+        cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
+        if cfg.kind == "local" and not workers:
+            # Per-energy tasks are small: threads in this process, no cluster to start.
+            from .pipeline.lock import run_lock  # noqa: PLC0415
+
+            with run_lock(store):
+                _spectro(None, store, spec.run_kwargs(), _figures_dir(store, figures))
+            return
+        _with_cluster(cfg, store, lambda c: _spectro(c, store, spec.run_kwargs(), _figures_dir(store, figures)))
 
 
 @app.command()

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .io import layout
 from .pipeline.ptycho_stage import PtychoParams
+from .spectro.options import SpectroSpec
 
 __all__ = ["Recipe", "load_recipe"]
 
@@ -61,6 +62,7 @@ class InputSpec(_Strict):
     defocus_m: Optional[float] = None
     regime: Optional[str] = None
     focus_to_sample_m: Optional[float] = None
+    zone_plate: Optional[dict] = None   # X-rays: outer_diameter_m, outer_zone_width_m[, central_stop_diameter_m]
 
     @model_validator(mode="after")
     def _check_propagation(self):
@@ -89,6 +91,7 @@ class Recipe(_Strict):
     cluster: dict = Field(default_factory=dict)
     ptycho: dict = Field(default_factory=dict)
     tomo: TomoSpec = TomoSpec()
+    spectro: Optional[SpectroSpec] = None   # energy stacks: ptyhpc.spectro (paths relative to the recipe)
     truth: Optional[str] = None
 
     @field_validator("ptycho")
@@ -167,5 +170,6 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
                                              for k in ("dark", "flat", "mask")}})
     recipe = recipe.model_copy(update={"store": resolve(recipe.store), "figures": resolve(recipe.figures),
                                        "report": resolve(recipe.report), "truth": resolve(recipe.truth),
-                                       "input": inp})
+                                       "input": inp,
+                                       "spectro": recipe.spectro and recipe.spectro.resolved(base)})
     return recipe, files

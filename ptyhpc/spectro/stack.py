@@ -68,20 +68,18 @@ def check_spectro_store(group, where: str = "store") -> dict:
 
     if group.attrs.get("kind") != ENERGY_STACK:
         raise StoreError(f"{where}: kind {group.attrs.get('kind')!r}; spectro analysis needs an energy_stack store")
-    if layout.PTYCHO_STATUS not in group:
-        raise StoreError(f"{where}: no ptychography results (results/ptycho); run ptyhpc reconstruct first")
-    status = np.asarray(group[layout.PTYCHO_STATUS][...])
-    pending = [int(i) for i in np.flatnonzero(status != 1)]
-    if pending:
-        raise StoreError(f"{where}: ptychography not finished for items {pending} of {len(status)}; "
-                         "run ptyhpc reconstruct to finish them")
     energies = np.asarray(group[PHOTON_ENERGY][...], float)
     if len(np.unique(np.round(energies, 6))) < 2:
         raise ValueError(f"{where}: one photon energy only ({energies[0]:g} eV); spectro analysis needs a stack "
                          "of >= 2 energies")
+    n = len(energies)
+    status = np.asarray(group[layout.PTYCHO_STATUS][...]) if layout.PTYCHO_STATUS in group else np.zeros(n)
+    pending = [int(i) for i in np.flatnonzero(status != 1)]
+    if pending:
+        raise StoreError(f"{where}: ptychography not finished for items {pending} of {len(status)}; "
+                         "run ptyhpc reconstruct to finish them")
     obj = group[layout.PTYCHO_OBJECT]
     px, org = np.asarray(obj.attrs["pixel_size_m"], float), np.asarray(obj.attrs["origin_m"], float)
-    n = len(energies)
     if px.ndim == 1:
         px, org = np.tile(px, (n, 1)), np.tile(org, (n, 1))
     pol = list(group.attrs.get("polarisation", ["unknown"] * n))
