@@ -78,7 +78,7 @@ class Material:
     def delta_beta(self, energy_eV):
         """Isotropic (δ, β) at ``energy_eV`` (scalar or array)."""
         e = np.atleast_1d(np.asarray(energy_eV, float))
-        d, b = np.array([_xraydb_delta_beta(self.formula, self.density_g_cm3, float(v)) for v in e]).T
+        d, b = _xraydb_delta_beta(self.formula, self.density_g_cm3, tuple(e.tolist()))
         if self.resonance is not None:
             re, im = self.lorentz(e)
             peak = self.resonance[2]
@@ -87,12 +87,13 @@ class Material:
         return (d, b) if np.ndim(energy_eV) else (float(d[0]), float(b[0]))
 
 
-@functools.lru_cache(maxsize=4096)
-def _xraydb_delta_beta(formula: str, density: float, energy_eV: float) -> tuple[float, float]:
+@functools.lru_cache(maxsize=1024)
+def _xraydb_delta_beta(formula: str, density: float, energies_eV: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(δ, β) arrays at ``energies_eV`` (one xraydb call; cached: the simulator asks per window)."""
     import xraydb  # noqa: PLC0415
 
-    d, b = xraydb.xray_delta_beta(formula, density, energy_eV)[:2]
-    return float(d), float(b)
+    d, b = xraydb.xray_delta_beta(formula, density, np.asarray(energies_eV, float))[:2]
+    return np.atleast_1d(np.asarray(d, float)), np.atleast_1d(np.asarray(b, float))
 
 
 def _soft_box(y, x, y0, y1, x0, x1, edge):

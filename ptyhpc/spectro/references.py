@@ -88,14 +88,12 @@ def xraydb_reference(name: str, formula: str, density_g_cm3: float, energies_eV)
 
     if not density_g_cm3 > 0:
         raise ValueError(f"reference {name!r}: density must be > 0 g/cm3, got {density_g_cm3}")
-    mu, delta = [], []
-    for e in np.asarray(energies_eV, float):
-        try:
-            d, b = xraydb.xray_delta_beta(formula, density_g_cm3, float(e))[:2]
-        except Exception as exc:  # noqa: BLE001  (xraydb raises plain errors for bad formulas)
-            raise ValueError(f"reference {name!r}: xraydb cannot evaluate {formula!r}: {exc}") from None
-        mu.append(4 * np.pi * b / photon_wavelength(e))
-        delta.append(d)
+    e = np.asarray(energies_eV, float)
+    try:
+        delta, beta = (np.atleast_1d(np.asarray(v, float)) for v in xraydb.xray_delta_beta(formula, density_g_cm3, e)[:2])
+    except Exception as exc:  # noqa: BLE001  (xraydb raises plain errors for bad formulas)
+        raise ValueError(f"reference {name!r}: xraydb cannot evaluate {formula!r}: {exc}") from None
+    mu = 4 * np.pi * beta / np.array([photon_wavelength(v) for v in e])
     return Reference(name, np.array(mu), np.array(delta), f"xraydb:{formula}:{density_g_cm3}")
 
 
