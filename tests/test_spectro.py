@@ -226,6 +226,30 @@ def test_cli_path_thickness_od_alignment_xmcd(cli_stack):
     left, right = np.median(x[rod & (xx < -0.05e-6)]), np.median(x[rod & (xx > 0.05e-6)])
     assert 0.18 < left < 0.32 and -0.32 < right < -0.18, (left, right)
     assert list(res["xmcd"].attrs["energy_eV"]) == [707.0]
+    # The recipe's spectro: stage, with paths relative to the recipe: a given I0 mask (the truth's vacuum
+    # on item 0's grid) and a label image for the region spectra; the rerun replaces results/spectro.
+    obj = g["results/ptycho/object"]
+    p0, o0 = obj.attrs["pixel_size_m"][0], obj.attrs["origin_m"][0]
+    y0 = o0[0] + np.arange(obj.shape[1])[:, None] * p0[0] - drift[0, 0]
+    x0 = o0[1] + np.arange(obj.shape[2])[None, :] * p0[1] - drift[0, 1]
+    th0 = sim.thickness(y0, x0)
+    (folder / "masks").mkdir()
+    np.save(folder / "masks" / "i0.npy", (th0.sum(0) < 1e-12) & (np.hypot(y0, x0) < 0.35e-6))
+    np.save(folder / "masks" / "regions.npy", (th0[0] > 25e-9).astype(np.int16) + 2 * (th0[1] > 250e-9))
+    ref_csv = {name: path.name for name, path in sim.references.items()}
+    recipe = sim.files[0].parent / "recipe.yaml"
+    recipe.write_text(f"input: {{files: ['item_*.cxi'], format: cxi}}\nstore: {store}\nfigures: ../fig2\n"
+                      f"spectro: {{references: {ref_csv}, i0_mask: ../masks/i0.npy, regions: ../masks/regions.npy, "
+                      f"clusters: 0}}\n")
+    r = runner.invoke(app, ["run", str(recipe), "--stages", "spectro", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    res = open_store(store)["results/spectro"]
+    assert res["i0_mask"].attrs["source"] == "given" and "clusters" not in res
+    t2 = res["thickness"][...]
+    valid2 = res["valid"][...]
+    assert max(float(np.sqrt(np.mean((t2[c][valid2] - truth[c][valid2]) ** 2)) / truth.max()) for c in range(2)) < 0.08
+    spectra = np.loadtxt(folder / "fig2" / "region_spectra.csv", delimiter=",", skiprows=1)
+    assert spectra.shape == (3, 1 + 2 * 3)          # 3 energies; Fe, PS and their overlap
     figs = folder / "fig"
     for png in ("spectro_od_montage.png", "spectro_thickness_rgb.png", "spectro_xmcd.png", "spectro_exposures.png",
                 "spectro_region_spectra.png", "dose_weight_factor.png", "region_spectra.csv"):

@@ -104,29 +104,36 @@ def dichroism_pairs(energies, labels, kind: str) -> list[tuple[float, int, int]]
     return pairs
 
 
-def _mask_on_grid(mask_path, group, grid: StackGrid):
-    """A user mask drawn on item 0's reconstruction grid, resampled (nearest) onto the common grid."""
+def _image_on_grid(path, group, grid: StackGrid, option: str) -> np.ndarray:
+    """A user image (mask or labels, ``.npy``/``.tif``) on item 0's reconstruction grid, resampled
+    (nearest) onto the common grid.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        No such file; a shape other than item 0's object grid (``results/ptycho/object``).
+    """
     from scipy import ndimage  # noqa: PLC0415
 
-    path = Path(mask_path)
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--i0-mask {path}: file not found")
+        raise FileNotFoundError(f"{option} {path}: file not found")
     if path.suffix == ".npy":
-        m = np.load(path)
+        img = np.load(path)
     else:
         import tifffile  # noqa: PLC0415
 
-        m = tifffile.imread(path)
+        img = tifffile.imread(path)
     obj = group[layout.PTYCHO_OBJECT]
-    if m.shape != tuple(obj.shape[1:]):
-        raise ValueError(f"--i0-mask {path}: shape {m.shape}, expected item 0's object grid {tuple(obj.shape[1:])} "
+    if img.shape != tuple(obj.shape[1:]):
+        raise ValueError(f"{option} {path}: shape {img.shape}, expected item 0's object grid {tuple(obj.shape[1:])} "
                          "(results/ptycho/object)")
     px, org = np.asarray(obj.attrs["pixel_size_m"], float), np.asarray(obj.attrs["origin_m"], float)
     if px.ndim == 2:
         px, org = px[0], org[0]
     yy = (grid.origin_m[0] + np.arange(grid.shape[0]) * grid.pixel_size_m[0] - org[0]) / px[0]
     xx = (grid.origin_m[1] + np.arange(grid.shape[1]) * grid.pixel_size_m[1] - org[1]) / px[1]
-    return ndimage.map_coordinates(m.astype(float), np.meshgrid(yy, xx, indexing="ij"), order=0, cval=0) > 0.5
+    return ndimage.map_coordinates(img.astype(float), np.meshgrid(yy, xx, indexing="ij"), order=0, cval=0)
 
 
 def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clusters: int = 3, regions=None,
@@ -196,10 +203,8 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
 
     ill = group[layout.PTYCHO_ILLUMINATION]
     grid = common_grid([ill[i] for i in range(n)], meta["pixel_size_m"], meta["origin_m"])
-    user_i0 = None if i0_mask is None else _mask_on_grid(i0_mask, group, grid)
-    user_regions = None
-    if regions is not None:
-        user_regions = _labels_on_grid(regions, group, grid)
+    user_i0 = None if i0_mask is None else _image_on_grid(i0_mask, group, grid, "--i0-mask") > 0.5
+    user_regions = None if regions is None else _image_on_grid(regions, group, grid, "--regions").astype(int)
 
     # 1. per-item resampling onto the common grid (dask tasks).
     out = _compute([dask.delayed(_resample_task)(store_path, i, grid) for i in range(n)], client)
@@ -311,24 +316,6 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
         summary["figures"] = spectro_figures(Path(figures_dir), arrays, uniq, od_e, ph_e, region_labels, refs)
     summary["seconds"] = time.perf_counter() - t0
     return summary
-
-
-def _labels_on_grid(path, group, grid):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--regions {path}: file not found")
-    lab = np.load(path) if path.suffix == ".npy" else __import__("tifffile").imread(path)
-    from scipy import ndimage  # noqa: PLC0415
-
-    obj = group[layout.PTYCHO_OBJECT]
-    if lab.shape != tuple(obj.shape[1:]):
-        raise ValueError(f"--regions {path}: shape {lab.shape}, expected item 0's object grid {tuple(obj.shape[1:])}")
-    px, org = np.asarray(obj.attrs["pixel_size_m"], float), np.asarray(obj.attrs["origin_m"], float)
-    if px.ndim == 2:
-        px, org = px[0], org[0]
-    yy = (grid.origin_m[0] + np.arange(grid.shape[0]) * grid.pixel_size_m[0] - org[0]) / px[0]
-    xx = (grid.origin_m[1] + np.arange(grid.shape[1]) * grid.pixel_size_m[1] - org[1]) / px[1]
-    return ndimage.map_coordinates(lab.astype(float), np.meshgrid(yy, xx, indexing="ij"), order=0).astype(int)
 
 
 def _write(group, arrays: dict) -> None:
