@@ -215,8 +215,15 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
                                                                             "without NXsource/probe"),
            probe_semiangle: Optional[float] = typer.Option(None, "--probe-semiangle", help="probe convergence "
                                                            "semi-angle, rad (for the model initial probe)"),
-           defocus: Optional[float] = typer.Option(None, "--defocus", help="probe defocus, m (sample downstream "
-                                                                          "of the focus)"),
+           defocus: Optional[float] = typer.Option(None, "--defocus", help="probe defocus, m. X-rays: distance of "
+                                                   "the sample downstream of the focus (> 0: diverging beam); "
+                                                   "electrons: C10 = -defocus (> 0: converging onto the sample)"),
+           zp_diameter: Optional[float] = typer.Option(None, "--zone-plate-diameter", help="X-rays: zone-plate "
+                                                       "outer diameter, m (with --outer-zone-width: model probe)"),
+           zp_zone: Optional[float] = typer.Option(None, "--outer-zone-width", help="X-rays: zone-plate outer "
+                                                   "zone width, m"),
+           zp_stop: Optional[float] = typer.Option(None, "--central-stop-diameter", help="X-rays: central stop "
+                                                   "diameter, m (default 0)"),
            regime: Optional[str] = typer.Option(None, "--regime", help="far_field | near_field: propagation "
                                                 "from sample to detector (no file format says it; default "
                                                 "far_field, generic: the spec's)"),
@@ -256,7 +263,8 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
             path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
                            mask_bad=mask_bad, radiation=radiation, probe_semiangle_rad=probe_semiangle,
                            defocus_m=defocus, regime=regime, focus_to_sample_m=focus_to_sample,
-                           **({"calibration": stem_cal} if stem_cal is not None else {}))
+                           **({"calibration": stem_cal} if stem_cal is not None else {}),
+                           **_zone_plate_option(zp_diameter, zp_zone, zp_stop))
         for w in caught:
             # Shown in the console's own colours; the regime is the user's call, so the store is kept.
             from rich.markup import escape  # noqa: PLC0415
@@ -269,6 +277,12 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
         n = n_items(store)
         console.print(f"wrote {path} ({n} item{'' if n == 1 else 's'}, {store.attrs.get('kind')}, {regime_note}) "
                       f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False)
+
+
+def _zone_plate_option(diameter, zone, stop) -> dict:
+    from .io.spectro_options import zone_plate_option  # noqa: PLC0415
+
+    return zone_plate_option(diameter, zone, stop)
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):
@@ -438,8 +452,9 @@ def verify(store: Path = typer.Argument(..., help="zarr store"),
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/recipes.md; example: "
                                                 "examples/cnt_demo.yaml)"),
-        stages: str = typer.Option("ingest,ptycho,tomo", help="comma-separated subset of ingest,ptycho,tomo,stem "
-                                                             "(a recipe with a stem: section: ingest,stem)"),
+        stages: str = typer.Option("ingest,ptycho,tomo,spectro", help="comma-separated subset of ingest,ptycho,"
+                                   "tomo,spectro,stem (spectro: when the recipe has a spectro: section; a recipe "
+                                   "with a stem: section: ingest,stem)"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -455,9 +470,9 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/re
 
     with _user_errors():
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
-        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "stem"}
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "spectro", "stem"}
         if unknown or not wanted:
-            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, stem")
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, spectro, stem")
         rc, files = load_recipe(recipe)
         if rc.stem is not None and stages == "ingest,ptycho,tomo":
             wanted = ["ingest", "stem"]
@@ -488,7 +503,9 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s",
                           markup=False, highlight=False)
-    if not ({"ptycho", "tomo", "stem"} & set(wanted)):
+    if rc.spectro is None:
+        wanted = [w for w in wanted if w != "spectro"]
+    if not ({"ptycho", "tomo", "spectro", "stem"} & set(wanted)):
         return
     _require_store(store)
     figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
@@ -522,6 +539,10 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
             t = time.perf_counter()
             tomo_out.update(_tomo(c, store, figures, rc.tomo.n_iter, rc.tomo.nonneg, rc.tomo.align))
             timings["tomo"] = time.perf_counter() - t
+        if "spectro" in wanted:
+            t = time.perf_counter()
+            _spectro(c, store, rc.spectro.run_kwargs(), figures)
+            timings["spectro"] = time.perf_counter() - t
 
     if client is not None:  # MPI: already on the cluster, on the driver rank
         with run_lock(store):
@@ -536,6 +557,51 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
     truth = rc.truth if tomo_out else None
     write_report(report, store, timings=timings, ptycho=ptycho_out, tomo=tomo_out, truth=truth, figures=figures)
     console.print(f"report: {report}")
+
+
+def _spectro(client, store: Path, options: dict, figures: Path) -> dict:
+    from .spectro.stage import run_spectro  # noqa: PLC0415
+
+    out = run_spectro(store, client=client, figures_dir=figures, **options)
+    console.print(f"spectro: {len(set(out['energies_eV']))} energies, components {out['components'] or '-'} "
+                  f"(fit {out.get('fit', '-')}), XMCD at {out['xmcd_energies'] or '-'} eV, XLD at "
+                  f"{out['xld_energies'] or '-'} eV, {out['seconds']:.1f} s; results/spectro, figures in {figures}")
+    return out
+
+
+@app.command()
+def spectro(store: Path = typer.Argument(..., help="energy-stack store with finished ptychography"),
+            reference: List[str] = typer.Option([], "--reference", help="NAME=FILE (CSV energy_eV,mu_per_m[,delta]) "
+                                                "or NAME=xraydb:FORMULA:DENSITY_G_CM3; repeat, in fit order"),
+            i0_mask: Optional[Path] = typer.Option(None, "--i0-mask", help=".npy/.tif mask of the empty (I0) area on "
+                                                   "item 0's reconstruction grid (default: found automatically)"),
+            clusters: int = typer.Option(3, "--clusters", help="k-means clusters on the PCA scores (0: none)"),
+            regions: Optional[Path] = typer.Option(None, "--regions", help="label image on item 0's grid for "
+                                                   "region spectra (default: the clusters)"),
+            beam_diameter: Optional[float] = typer.Option(None, "--beam-diameter", help="beam diameter, m, for the "
+                                                          "exposure map (default: from the probe)"),
+            cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
+            site_config: Optional[Path] = typer.Option(None, help="site configuration YAML"),
+            scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
+            workers: Optional[int] = typer.Option(None, help="LocalCluster workers"),
+            figures: Optional[Path] = typer.Option(None, help="figure folder (default: STORE_figures)")):
+    """Optical density, thickness maps, dichroism and exposure maps of a reconstructed energy stack."""
+    from .spectro.options import SpectroSpec  # noqa: PLC0415
+    from .spectro.references import parse_reference_option  # noqa: PLC0415
+
+    with _user_errors():
+        refs = dict(parse_reference_option(r) for r in reference)
+        spec = SpectroSpec(references=refs, i0_mask=None if i0_mask is None else str(i0_mask), clusters=clusters,
+                           regions=None if regions is None else str(regions), beam_diameter_m=beam_diameter)
+        cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
+        if cfg.kind == "local" and not workers:
+            # Per-energy tasks are small: threads in this process, no cluster to start.
+            from .pipeline.lock import run_lock  # noqa: PLC0415
+
+            with run_lock(store):
+                _spectro(None, store, spec.run_kwargs(), _figures_dir(store, figures))
+            return
+        _with_cluster(cfg, store, lambda c: _spectro(c, store, spec.run_kwargs(), _figures_dir(store, figures)))
 
 
 @app.command()

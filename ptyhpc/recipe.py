@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .io import layout
 from .pipeline.ptycho_stage import PtychoParams
+from .spectro.options import SpectroSpec
 
 __all__ = ["Recipe", "load_recipe"]
 
@@ -62,6 +63,7 @@ class InputSpec(_Strict):
     regime: Optional[str] = None  # far_field | near_field (no file format says it; default far_field)
     focus_to_sample_m: Optional[float] = None  # near field, divergent beam: focus-to-sample distance z1, m
     calibration: Optional[dict] = None  # 4D-STEM formats (mib|arina|empad): keys of ptyhpc.stem.calibration
+    zone_plate: Optional[dict] = None  # X-rays: outer_diameter_m, outer_zone_width_m[, central_stop_diameter_m]
 
     @model_validator(mode="after")
     def _check_propagation(self):
@@ -92,6 +94,7 @@ class Recipe(_Strict):
     cluster: dict = Field(default_factory=dict)  # where the tasks run (below); command-line flags override it
     ptycho: dict = Field(default_factory=dict)  # ptychography settings (below), the defaults of `ptyhpc reconstruct`
     tomo: TomoSpec = TomoSpec()  # tomography settings (below)
+    spectro: Optional[SpectroSpec] = None  # energy stacks: ptyhpc.spectro (paths relative to the recipe)
     stem: Optional[dict] = None  # 4D-STEM stage settings (ptyhpc.stem.stage.StemOptions); runs stage "stem"
     truth: Optional[str] = None  # folder with a simulation's ground truth: adds figures of merit to the report
 
@@ -185,7 +188,8 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
                                              for k in ("dark", "flat", "mask")}})
     recipe = recipe.model_copy(update={"store": resolve(recipe.store), "figures": resolve(recipe.figures),
                                        "report": resolve(recipe.report), "truth": resolve(recipe.truth),
-                                       "input": inp})
+                                       "input": inp,
+                                       "spectro": recipe.spectro and recipe.spectro.resolved(base)})
     return recipe, files
 
 

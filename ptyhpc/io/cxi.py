@@ -4,6 +4,13 @@ Reads the first entry's frames, mask, scan translations and detector
 geometry. Scan positions are expressed along the detector's array axes
 (slow = y, fast = x) from the ``basis_vectors``, so the object array has the
 orientation of the detector images.
+
+Defaults of CXI 1.6 (Maia 2012 and the CXI 1.6 format description) that the
+reader applies: the wavelength is hc/E from ``source_1/energy`` (J) when
+``source_1/wavelength`` is absent; without ``basis_vectors`` the detector is
+perpendicular to the beam with basis ``[[0, -y_pixel_size, 0],
+[-x_pixel_size, 0, 0]]`` (slow axis along −y, fast along −x of the CXI frame),
+from ``detector_1/x_pixel_size`` and ``y_pixel_size``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,57 @@ def _need(f, name, path):
     return f[name]
 
 
+_SRC = "entry_1/instrument_1/source_1"
+_EV = 1.602176634e-19  # J per eV (CXI energies are in J)
+
+
+def _wavelength(f, path) -> tuple[float, str]:
+    """λ from ``source_1/wavelength``, else hc/E from ``source_1/energy`` (J); (value, field read)."""
+    from .energy import photon_wavelength  # noqa: PLC0415
+
+    if f"{_SRC}/wavelength" in f:
+        return float(f[f"{_SRC}/wavelength"][()]), f"{_SRC}/wavelength"
+    if f"{_SRC}/energy" in f:
+        energy_J = float(np.asarray(f[f"{_SRC}/energy"][()]).ravel()[0])
+        if not (np.isfinite(energy_J) and energy_J > 0):
+            raise IngestError(f"{path}: {_SRC}/energy: must be a finite photon energy > 0 J, got {energy_J}")
+        return photon_wavelength(energy_J / _EV), f"{_SRC}/energy"
+    raise IngestError(f"{path}: {_SRC}/wavelength: missing (and no {_SRC}/energy in J to derive it from)")
+
+
+def _basis_vectors(f, path) -> np.ndarray:
+    """(2, 3) basis (slow, fast) in m: the file's, or the CXI 1.6 default from the pixel sizes."""
+    name = f"{_DET}/basis_vectors"
+    if name in f:
+        basis = f[name][...].astype(np.float64)
+        # CXI stores (2, 3), possibly one per frame (n, 2, 3); some writers store the transpose (3, 2).
+        if basis.ndim == 3:
+            if not np.allclose(basis, basis[:1]):
+                raise IngestError(f"{path}: {name}: per-frame basis vectors differ (a moving detector is "
+                                  "not supported)")
+            basis = basis[0]
+        return basis.T if basis.shape == (3, 2) else basis
+    px = []
+    for axis in ("y", "x"):
+        field = f"{_DET}/{axis}_pixel_size"
+        if field not in f:
+            raise IngestError(f"{path}: {name}: missing, and {field} (for the CXI default) missing too")
+        px.append(float(f[field][()]))
+    return np.array([[0.0, -px[0], 0.0], [-px[1], 0.0, 0.0]])
+
+
+def _polarisation(f, path) -> str | None:
+    """Label in ``source_1/polarization`` (not in CXI 1.6; e.g. "CR", "CL", "LH", "LV"), or None."""
+    ds = f.get(f"{_SRC}/polarization")
+    if ds is None:
+        return None
+    value = ds[()]
+    value = value.decode() if isinstance(value, bytes) else str(value)
+    if not value.strip():
+        raise IngestError(f"{path}: {_SRC}/polarization: empty label")
+    return value.strip()
+
+
 def read_cxi(path: str | PathLike) -> CXIScan:
     """Read a CXI ptychography scan.
 
@@ -83,16 +141,14 @@ def read_cxi(path: str | PathLike) -> CXIScan:
         if trans.shape != (frames.shape[0], 3):
             raise IngestError(f"{path}: entry_1/sample_1/geometry_1/translation: expected ({frames.shape[0]}, 3), "
                               f"got {trans.shape}")
-        basis = _need(f, f"{_DET}/basis_vectors", path)[...].astype(np.float64)
-        # CXI stores (2, 3) per frame; some writers store its transpose (3, 2).
-        basis = basis.T if basis.shape == (3, 2) else basis
+        basis = _basis_vectors(f, path)
         if basis.shape != (2, 3):
             raise IngestError(f"{path}: {_DET}/basis_vectors: expected (2, 3) or (3, 2), got {basis.shape}")
         pixel = tuple(float(np.linalg.norm(b)) for b in basis)
         distance = float(_need(f, f"{_DET}/distance", path)[()])
-        wavelength = float(_need(f, "entry_1/instrument_1/source_1/wavelength", path)[()])
+        wavelength, wfield = _wavelength(f, path)
     for name, value in (("distance", distance), ("wavelength", wavelength)):
-        field = f"{_DET}/distance" if name == "distance" else "entry_1/instrument_1/source_1/wavelength"
+        field = f"{_DET}/distance" if name == "distance" else wfield
         if not (np.isfinite(value) and value > 0):
             raise IngestError(f"{path}: {field}: must be a finite number > 0 (m), got {value}")
     if not all(np.isfinite(p) and p > 0 for p in pixel):
@@ -155,7 +211,10 @@ def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = N
     energy_eV = photon_wavelength(1.0) / cxi.wavelength_m  # hc/λ in eV (λ(1 eV) = hc/e)
     with h5py.File(path, "r") as f:
         src = f.get("entry_1/instrument_1/source_1/energy")
-        if isinstance(src, h5py.Dataset):
+        has_wavelength = "entry_1/instrument_1/source_1/wavelength" in f
+        has_basis = f"{_DET}/basis_vectors" in f
+        polarisation = _polarisation(f, path)
+        if isinstance(src, h5py.Dataset) and has_wavelength:
             given = float(src[()]) / 1.602176634e-19  # CXI energies are in J
             if not (np.isfinite(given) and abs(given - energy_eV) <= 1e-3 * energy_eV):
                 raise IngestError(f"{path}: entry_1/instrument_1/source_1/energy: {given:.6g} eV disagrees with "
@@ -167,11 +226,14 @@ def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = N
         positions_m=cxi.positions_m, radiation="xray", energy_eV=float(energy_eV), wavelength_m=cxi.wavelength_m,
         distance_m=cxi.distance_m, pixel_size_m=tuple(cxi.pixel_size_m),
         measured=None if cxi.measured.all() else cxi.measured,
-        probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m,
+        probe_semiangle_rad=probe_semiangle_rad, defocus_m=defocus_m, polarisation=polarisation or "unknown",
         fields={"frames": f"{_DET}/data", "positions": "entry_1/sample_1/geometry_1/translation",
-                "wavelength": "entry_1/instrument_1/source_1/wavelength", "energy": "hc/wavelength",
-                "distance": f"{_DET}/distance", "pixel_size": f"{_DET}/basis_vectors",
+                **({"wavelength": "entry_1/instrument_1/source_1/wavelength", "energy": "hc/wavelength"}
+                   if has_wavelength else {"wavelength": "hc/energy", "energy": "entry_1/instrument_1/source_1/energy"}),
+                "distance": f"{_DET}/distance",
+                "pixel_size": f"{_DET}/basis_vectors" if has_basis else f"{_DET}/x_pixel_size, y_pixel_size",
                 **({"mask": f"{_DET}/mask"} if not cxi.measured.all() else {}),
+                **({"polarisation": f"{_SRC}/polarization"} if polarisation else {}),
                 **({"probe_semiangle": "given"} if probe_semiangle_rad is not None else {}),
                 **({"defocus": "given"} if defocus_m is not None else {}),
                 **({"regime": "given"} if regime is not None else {}),

@@ -13,7 +13,11 @@ Raw file format (one file per photon energy and polarisation; SI units)::
         detector_distance_m     float > 0, sample to detector
         detector_pixel_size_m   (dy, dx) > 0
         probe_semiangle_rad     float > 0, numerical aperture of the focusing optic
-        defocus_m               float, distance of the sample downstream of the focus
+        defocus_m               float, m, electron sign (C10 = −defocus: > 0 is a beam converging onto
+                                the sample). Stores from these files have no ``defocus_convention``
+                                attribute and keep that sign; CXI/NeXus/generic X-ray ingests record
+                                ``defocus_convention = "xray"`` (sample downstream of the focus), see
+                                :mod:`ptyhpc.physics.xray_optics`.
         scan_origin_m           (y, x)
         scan_step_m             float > 0
         tilt_angle_deg          float, optional (0): the sample's rotation about y
@@ -344,6 +348,12 @@ def item_geometry(group, item: int) -> dict:
         geom["beam_energy_eV"] = float(group[PHOTON_ENERGY][item])
         geom["wavelength_m"] = float(group[WAVELENGTH][item])
         geom["reciprocal_sampling_inv_m"] = [float(v) for v in group[RECIPROCAL_SAMPLING][item]]
+        optics = group.attrs.get("probe_optics")
+        if optics and geom.get("convergence_semiangle_rad") is None:
+            from ..physics.xray_optics import ZonePlate  # noqa: PLC0415
+
+            # A zone plate's semi-angle λ/(2Δr) follows the wavelength (the probe's Fourier mask uses it).
+            geom["convergence_semiangle_rad"] = ZonePlate.from_dict(optics).numerical_aperture(geom["wavelength_m"])
     return geom
 
 

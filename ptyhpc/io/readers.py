@@ -82,7 +82,8 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
                  mask_bad: str | None = None, radiation: str | None = None,
                  probe_semiangle_rad: float | None = None, defocus_m: float | None = None,
                  regime: str | None = None, focus_to_sample_m: float | None = None,
-                 kind: str = "auto", overwrite: bool = False, progress: bool = True, calibration=None) -> Path:
+                 zone_plate: dict | None = None, kind: str = "auto", overwrite: bool = False, progress: bool = True,
+                 calibration=None) -> Path:
     """Validate raw files of any supported format and write them into a new store.
 
     Parameters
@@ -103,7 +104,12 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
     radiation : {"xray", "electron"}, optional
         For NeXus files without ``NXsource/probe``.
     probe_semiangle_rad, defocus_m : float, optional
-        Probe model recorded in the store's geometry (overrides the spec's).
+        Probe model recorded in the store's geometry (overrides the spec's). X-rays: ``defocus_m`` is the
+        distance of the sample downstream of the focus; electrons: C10 = −defocus
+        (:mod:`ptyhpc.physics.xray_optics`).
+    zone_plate : dict, optional
+        X-ray optics ``outer_diameter_m``, ``outer_zone_width_m``, ``central_stop_diameter_m``
+        (:class:`ptyhpc.physics.xray_optics.ZonePlate`), recorded as ``probe_optics``.
     regime : {"far_field", "near_field"}, optional
         Propagation regime recorded in the store (``propagation_regime``,
         :mod:`ptyhpc.io.layout`); None: the spec's (generic) or far field. No
@@ -173,7 +179,7 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
     if fmt == "hdf5-tilt":
         extra = {"--dark": dark, "--flat": flat, "--mask": mask, "--radiation": radiation,
                  "--probe-semiangle": probe_semiangle_rad, "--defocus": defocus_m, "--regime": regime,
-                 "--focus-to-sample-m": focus_to_sample_m}
+                 "--focus-to-sample-m": focus_to_sample_m, "--zone-plate-*": zone_plate}
         given = [k for k, v in extra.items() if v is not None]
         if given:
             raise IngestError(f"{', '.join(given)}: not supported for hdf5-tilt files (their metadata carry the "
@@ -220,6 +226,17 @@ def ingest_files(files: Sequence[str | PathLike], store_path: str | PathLike, *,
             scans.append(scan)
     if not scans:
         raise IngestError("no scans found in the input files")
+    if zone_plate is not None:
+        from ..physics.xray_optics import ZonePlate  # noqa: PLC0415
+
+        try:
+            optics = ZonePlate(**zone_plate).to_dict()
+        except (TypeError, ValueError) as exc:
+            raise IngestError(f"--zone-plate-*: {exc}") from None
+        for s in scans:
+            if s.radiation != "xray":
+                raise IngestError(f"{s.name}: zone-plate optics given for {s.radiation} data")
+            s.probe_optics = optics
 
     def ref(text, spec_text):
         text = text if text is not None else spec_text

@@ -92,6 +92,9 @@ class Scan:
         say, the user does (default far field).
     focus_to_sample_m : float or None
         Near field with a divergent beam: focus-to-sample distance z1, m (None: parallel beam).
+    probe_optics : dict or None
+        X-ray focusing optics (:meth:`ptyhpc.physics.xray_optics.ZonePlate.to_dict`), stored as the root
+        attribute ``probe_optics``; the ptycho stage builds its model probe from it.
     """
 
     path: Path
@@ -115,6 +118,7 @@ class Scan:
     entry: str = ""
     regime: str = FAR_FIELD
     focus_to_sample_m: float | None = None
+    probe_optics: dict | None = None
 
     @property
     def name(self) -> str:
@@ -463,6 +467,11 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         }
         if kind == ENERGY_STACK:
             attrs["polarisation"] = [s.polarisation for s in scans]
+        if ref.radiation == "xray":
+            # X-ray defocus: sample downstream of the focus (ptyhpc.physics.xray_optics); stores without
+            # the attribute keep the electron sign they were written with.
+            attrs["defocus_convention"] = "xray"
+            attrs["probe_optics"] = ref.probe_optics
         root.attrs.update(attrs)
         frames = root.create_array(
             FRAMES, shape=(n, n_pos, *det_shape), dtype=ref.dtype, chunks=chunks, shards=shards,

@@ -40,6 +40,7 @@ from ..physics import electron_probe, fresnel_scaling
 from ..ptycho.chain import reconstruct_chain, validate_stages
 from ..ptycho.engines import ENGINES, probe_from_mean_pattern, reconstruct
 from ..ptycho.operators import ScanGeometry
+from ..ptycho.probe_start import xray_start_probe
 from ..ptycho.propagators import NearField
 from .item_status import (check_item_frames, check_item_result, check_params_memory, clear_failure, expected_results,
                           prepare_item_status, record_failure)
@@ -492,7 +493,11 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
         intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
         near = _near_field(group, grid, geom["wavelength_m"])   # NumPy, for the initial probe
         if init_probe_from is None:
-            probe = _initial_probe(geom, grid, intensity, xp, frames, near_field=near)
+            # X-ray stores: zone-plate model or a defocus chosen from the data (ptyhpc.ptycho.probe_start).
+            probe = None if near is not None else xray_start_probe(group.attrs, geom, grid, intensity, frames,
+                                                                   positions, xp, mask)
+            if probe is None:
+                probe = _initial_probe(geom, grid, intensity, xp, frames, near_field=near)
         else:
             if int(group[layout.PTYCHO_STATUS][init_probe_from]) != 1:
                 raise RuntimeError(f"warm start of item {item}: source item {init_probe_from} is not finished")
