@@ -580,6 +580,8 @@ def spectro(store: Path = typer.Argument(..., help="energy-stack store with fini
                                                    "region spectra (default: the clusters)"),
             beam_diameter: Optional[float] = typer.Option(None, "--beam-diameter", help="beam diameter, m, for the "
                                                           "exposure map (default: from the probe)"),
+            density: Optional[float] = typer.Option(None, "--density", help="specimen density, kg/m3: writes the "
+                                                    "stack's absorbed dose map dose_Gy (needs --reference)"),
             cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
             site_config: Optional[Path] = typer.Option(None, help="site configuration YAML"),
             scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -592,7 +594,8 @@ def spectro(store: Path = typer.Argument(..., help="energy-stack store with fini
     with _user_errors():
         refs = dict(parse_reference_option(r) for r in reference)
         spec = SpectroSpec(references=refs, i0_mask=None if i0_mask is None else str(i0_mask), clusters=clusters,
-                           regions=None if regions is None else str(regions), beam_diameter_m=beam_diameter)
+                           regions=None if regions is None else str(regions), beam_diameter_m=beam_diameter,
+                           density_kg_m3=density)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
         if cfg.kind == "local" and not workers:
             # Per-energy tasks are small: threads in this process, no cluster to start.

@@ -177,7 +177,8 @@ def test_cli_path_thickness_od_alignment_xmcd(cli_stack):
     short.write_text("energy_eV,mu_per_m\n695,1e6\n708,2e6\n")
     r = runner.invoke(app, ["spectro", str(store), f"--reference=Fe={short}"])
     assert r.exit_code == EXIT_USER and "covers 695-708 eV, but the stack has 712 eV" in _out(r)
-    r = runner.invoke(app, ["spectro", str(store), *refs, "--clusters", "3", "--figures", str(folder / "fig")])
+    r = runner.invoke(app, ["spectro", str(store), *refs, "--clusters", "3", "--density", "3000",
+                            "--figures", str(folder / "fig")])
     assert r.exit_code == 0, r.output
 
     g = open_store(store)
@@ -220,6 +221,16 @@ def test_cli_path_thickness_od_alignment_xmcd(cli_stack):
         for e in np.unique(energies):
             measured[energies == e] = measured[energies == e].mean()
         np.testing.assert_allclose(measured, expected, rtol=0.15, atol=0.02)
+    # Dose map: the formula by hand at the most exposed valid pixel.
+    dose_map = res["dose_Gy"][...]
+    ex = res["exposures"][...]
+    iy, ix = np.unravel_index(np.argmax(np.where(valid & (truth[0] > 0), ex, 0)), ex.shape)
+    tt = np.nansum(t[:, iy, ix])
+    area = np.pi * (res["exposures"].attrs["beam_diameter_m"] / 2) ** 2
+    probe = g["results/ptycho/probe"]
+    expected = sum(ex[iy, ix] * float(np.sum(np.abs(probe[i]) ** 2)) * e * 1.602176634e-19
+                   * (1 - np.exp(-od[i][iy, ix])) / (3000 * tt * area) for i, e in enumerate(energies))
+    assert dose_map[iy, ix] == pytest.approx(expected, rel=1e-4) and "Howells" in res["dose_Gy"].attrs["source"]
     # XMCD: +a·L(E0) where the rod is magnetised +1 (x < 0), −a·L where −1; a = 0.25, L(707) = 1.
     x = res["xmcd"][0]
     rod = valid & (truth[0] > 0.9 * truth[0].max()) & (truth[1] < 1e-12)

@@ -41,6 +41,10 @@ Written by the scan readers (:func:`ptyhpc.io.scan.ingest_scans`; CXI, NXptycho,
                            (:func:`ptyhpc.physics.fresnel_scaling`): object pixel Δ/M and distance z2/M
                            with M = (z1 + z2)/z1, z2 = ``detector_distance_m``. None (or absent): parallel
                            beam, object pixel = detector pixel. Check both with :func:`check_propagation`.
+    ``defocus_convention`` X-ray scans: ``"xray"`` (``defocus_m`` = sample downstream of the focus); absent:
+                           the electron sign C10 = −defocus (:mod:`ptyhpc.physics.xray_optics`).
+    ``probe_optics``       X-ray zone plate (``outer_diameter_m``, ``outer_zone_width_m``,
+                           ``central_stop_diameter_m``) given at ingest, or None.
     ``geometry``           as below; ``convergence_semiangle_rad`` and ``defocus_m`` are None when
                            neither the file nor the user gave them (CXI and NXptycho files do not
                            carry a probe model), ``scan_step_m`` is the median nearest-neighbour
@@ -97,6 +101,9 @@ leaves a result that looks complete and a rerun skips finished items.
     ``results/tomo/projections``  (n_items, ny, nx) float32, the aligned projections the volumes were
                                reconstructed from (slab tasks read their rows here).
     ``results/tomo`` attributes ``center_px``, ``rotation_axis_x_m``, ``complete`` (written last).
+    ``results/spectro/...``    energy stacks: ``aligned``, ``shifts``, ``optical_density``, ``thickness``,
+                               ``residual``, ``xmcd``/``xld``, ... with ``pixel_size_m``, ``origin_m``
+                               (and ``energy_eV``); see :mod:`ptyhpc.spectro.stage`. Attribute ``complete``.
 
 4D-STEM (:mod:`ptyhpc.stem`; readers for Merlin MIB, EMPAD, DECTRIS ARINA; docs/stem.md)
     A raster 4D scan is one item of kind ``tilt_series``: ``frames[item]`` holds its

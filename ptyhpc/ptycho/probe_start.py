@@ -9,8 +9,8 @@ electron-sign model probe):
 2. a convergence semi-angle and defocus: a circular pupil at that defocus;
 3. otherwise the pupil (outer and inner radius of the bright annulus) is read
    from the mean diffraction pattern, and the defocus, when not given, is
-   chosen among a few candidates (beam diameters from 1.5 scan steps to 0.6
-   of the window) by a short trial reconstruction of each on the item's own
+   chosen among a few candidates (focused, and beam diameters from 1.5 scan
+   steps to 0.6 of the window) by a short trial reconstruction of each on the item's own
    data, keeping the lowest data error. A flat-phase start (a focused beam)
    does not converge for a 1 µm defocused spot (data error 0.0024 → 0.0022,
    issue 16); the trial picks a defocus within a factor ~1.3 of the truth.
@@ -152,7 +152,8 @@ def xray_start_probe(attrs, geom: dict, grid, intensity: float, frames, position
         window = min(shape[0] * px[0], shape[1] * px[1])
         lo, hi = max(1.5 * step, 4 * max(px)), 0.6 * window
         diam = np.geomspace(lo, max(hi, lo * 1.01), 8)
-        dz, _ = choose_defocus(frames, positions_m, make, diam / (2 * outer), pixel_size_m=px,
+        # A focused beam (Δz = 0) is a candidate too: the estimate must not defocus a focused scan.
+        dz, _ = choose_defocus(frames, positions_m, make, [0.0, *(diam / (2 * outer))], pixel_size_m=px,
                                fft_shape=shape, origin_m=grid.origin_m, object_shape=grid.object_shape, mask=mask,
                                xp=xp)
     return xp.asarray(make(float(dz)))

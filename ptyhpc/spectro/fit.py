@@ -187,7 +187,12 @@ def pca_kmeans(stack, valid, n_clusters: int = 3, n_components: int | None = Non
     npc = min(nE, 4) if n_components is None else int(n_components)
     pca = PCA(n_components=npc, random_state=seed)
     scores = pca.fit_transform(X)
-    km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(scores)
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415  (a scikit-learn dependency)
+
+    # One BLAS/OpenMP thread: the problem is small, and spinning threads stall a shared node
+    # (5.8 s instead of 0.1 s for 2000 pixels under load).
+    with threadpool_limits(1):
+        km = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit(scores)
     eig = np.full((npc, H * W), np.nan, np.float32)
     eig[:, np.asarray(valid).ravel()] = scores.T
     labels = np.full(H * W, -1, np.int16)

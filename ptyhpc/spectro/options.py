@@ -28,6 +28,7 @@ class SpectroSpec(BaseModel):
     lowpass_sigma: float = Field(default=1.0, ge=0)
     phase_weight: float = Field(default=2.0, ge=0)
     beam_diameter_m: Optional[float] = Field(default=None, gt=0)
+    density_kg_m3: Optional[float] = Field(default=None, gt=0)
 
     def resolved(self, base: Path) -> "SpectroSpec":
         """A copy with the file paths made absolute against ``base`` (the recipe's folder)."""
