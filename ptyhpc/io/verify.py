@@ -24,6 +24,7 @@ Stages run the cheap part (presence of the chunks they consume,
 from __future__ import annotations
 
 import itertools
+import warnings
 from os import PathLike
 from pathlib import Path
 
@@ -146,7 +147,10 @@ def _scan(group, store_path: Path) -> dict:
     tomo_complete = bool(getattr(tomo, "attrs", {}).get("complete", False))
     n_arrays = n_chunks = 0
     unchecked = []
-    for name, arr in sorted(group.members(max_depth=None), key=lambda kv: kv[0]):
+    with warnings.catch_warnings():   # the lock folder .ptyhpc is not a zarr node, by design
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        members = sorted(group.members(max_depth=None), key=lambda kv: kv[0])
+    for name, arr in members:
         if not isinstance(arr, zarr.Array):
             continue
         n_arrays += 1
@@ -223,7 +227,7 @@ def report_lines(report: dict) -> list[str]:
         lines.append(f"  without checksums (written before them; damage found only when it breaks decoding): "
                      f"{', '.join(report['not_checksummed'])}")
     for p in report["problems"]:
-        items = "" if not p["items"] else f" item(s) {p['items'][0]}" if len(p["items"]) == 1 else \
+        items = "" if not p["items"] else f" item {p['items'][0]}" if len(p["items"]) == 1 else \
             f" items {p['items'][0]}-{p['items'][-1]}"
         lines.append(f"  {p['kind']}: {p['chunk']}{items} ({p['detail']})"
                      + ("" if p["repairable"] else " - raw data: re-ingest"))
