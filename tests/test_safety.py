@@ -378,5 +378,10 @@ def test_angles_positions_distance_and_counts(make_tilt_files, tmp_path):
     far = write_nxptycho(tmp_path / "far.nxs", frames, np.arange(12.0).reshape(6, 2) * 1e-7, distance=(5200.0, "m"))
     r = _invoke("ingest", far, "-o", tmp_path / "f.zarr")
     assert r.exit_code == 2 and "5200 m is impossible" in r.output.replace("\n", ""), r.output
-    with pytest.raises(IngestError, match=r"wavelength 0.1 m\).*nm"):
-        check_geometry("scan.cxi", radiation="xray", energy_eV=1.2398e-5, wavelength_m=0.1)   # CXI λ in nm
+    from test_nearfield_store import write_cxi
+
+    cxi = write_cxi(tmp_path / "nm.cxi", frames, np.arange(12.0).reshape(6, 2) * 1e-7, wavelength=0.1)  # 0.1 nm
+    r = _invoke("ingest", cxi, "-o", tmp_path / "x.zarr")
+    assert r.exit_code == 2 and "(wavelength 0.1 m) is impossible for X-rays" in r.output, r.output
+    with pytest.raises(IngestError, match="impossible"):
+        check_geometry("s.h5", radiation="xray", energy_eV=5e6)
