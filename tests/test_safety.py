@@ -283,9 +283,14 @@ def test_damaged_raw_frames_fail_the_item_and_name_the_source(done3, tmp_path):
     g[layout.PTYCHO_STATUS][0] = 0
     with pytest.raises(ItemsFailedError, match="missing from the store"):
         run_ptycho(store, QUICK, progress=False)
+    shard = next(p for p in (store / layout.FRAMES / "c" / "1").rglob("*") if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[100:140] = bytes(40)                                            # inside an inner chunk of item 1
+    shard.write_bytes(bytes(data))
     rep = verify_store(store, repair=True)
-    assert [(p["array"], p["kind"], p["repairable"]) for p in rep["problems"]] == [(layout.FRAMES, "missing", False)]
-    assert not rep["clean"] and rep["reingest"] == [open_store(store).attrs["source_files"][0]]
+    assert [(p["array"], p["kind"], p["items"], p["repairable"]) for p in rep["problems"]] == \
+        [(layout.FRAMES, "missing", [0], False), (layout.FRAMES, "corrupt", [1], False)]
+    assert not rep["clean"] and rep["reingest"] == open_store(store).attrs["source_files"][:2]
 
 
 def test_old_store_without_checksums_still_reads(done3, tmp_path):

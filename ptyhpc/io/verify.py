@@ -76,6 +76,16 @@ def _region(arr: zarr.Array, coords) -> tuple:
     return tuple(slice(c * s, min((c + 1) * s, n)) for c, s, n in zip(coords, size, arr.shape))
 
 
+def _blocks(arr: zarr.Array, region: tuple):
+    """The chunk-sized blocks of one stored object (one block unless the array is sharded)."""
+    if arr.shards is None:
+        yield region
+        return
+    starts = [range(r.start, r.stop, c) for r, c in zip(region, arr.chunks)]
+    for corner in itertools.product(*starts):
+        yield tuple(slice(a, min(a + c, r.stop)) for a, c, r in zip(corner, arr.chunks, region))
+
+
 def _grid(arr: zarr.Array):
     size = storage_chunks(arr)
     return itertools.product(*[range(-(-int(n) // int(s))) for n, s in zip(arr.shape, size)])
@@ -169,14 +179,17 @@ def _scan(group, store_path: Path) -> dict:
                 if expected:
                     problems.append(_problem(name, key, items, "missing", "chunk file deleted"))
                 continue
-            try:
-                data = np.asarray(arr[region])
-            except Exception as exc:  # noqa: BLE001  (any decode failure is damage)
-                detail = "checksum mismatch" if is_checksum_error(exc) else f"{type(exc).__name__}: {exc}"
-                problems.append(_problem(name, key, items, "corrupt", detail))
-                continue
-            if name in PTYCHO_ITEM_RESULTS and done and data.dtype.kind in "fc" and not np.all(np.isfinite(data)):
-                problems.append(_problem(name, key, items, "non-finite", "NaN/inf in a done item"))
+            for block in _blocks(arr, region):   # inner chunks of a shard: memory bounded by one chunk
+                try:
+                    data = np.asarray(arr[block])
+                except Exception as exc:  # noqa: BLE001  (any decode failure is damage)
+                    detail = "checksum mismatch" if is_checksum_error(exc) else f"{type(exc).__name__}: {exc}"
+                    problems.append(_problem(name, key, items, "corrupt", detail))
+                    break
+                if (name in PTYCHO_ITEM_RESULTS and done and data.dtype.kind in "fc"
+                        and not np.all(np.isfinite(data))):
+                    problems.append(_problem(name, key, items, "non-finite", "NaN/inf in a done item"))
+                    break
     sources = list(group.attrs.get("source_files", []))
     reingest = sorted({sources[i] if i < len(sources) else f"item {i}" for p in problems
                        if not p["repairable"] and p["items"] for i in p["items"]})
