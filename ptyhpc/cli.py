@@ -286,9 +286,19 @@ def _zone_plate_option(diameter, zone, stop) -> dict:
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):
+    import warnings  # noqa: PLC0415
+
+    from rich.markup import escape  # noqa: PLC0415
+
     from .io.readers import ingest_files  # noqa: PLC0415
 
-    return ingest_files(files, output, fmt=fmt, kind=kind, overwrite=overwrite, progress=progress, **options)
+    # Plausibility, near-field and housekeeping warnings as one yellow line each (ingest and run alike).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        out = ingest_files(files, output, fmt=fmt, kind=kind, overwrite=overwrite, progress=progress, **options)
+    for w in caught:
+        console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
+    return out
 
 
 @app.command()

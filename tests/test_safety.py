@@ -283,9 +283,14 @@ def test_damaged_raw_frames_fail_the_item_and_name_the_source(done3, tmp_path):
     g[layout.PTYCHO_STATUS][0] = 0
     with pytest.raises(ItemsFailedError, match="missing from the store"):
         run_ptycho(store, QUICK, progress=False)
+    shard = next(p for p in (store / layout.FRAMES / "c" / "1").rglob("*") if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[100:140] = bytes(40)                                            # inside an inner chunk of item 1
+    shard.write_bytes(bytes(data))
     rep = verify_store(store, repair=True)
-    assert [(p["array"], p["kind"], p["repairable"]) for p in rep["problems"]] == [(layout.FRAMES, "missing", False)]
-    assert not rep["clean"] and rep["reingest"] == [open_store(store).attrs["source_files"][0]]
+    assert [(p["array"], p["kind"], p["items"], p["repairable"]) for p in rep["problems"]] == \
+        [(layout.FRAMES, "missing", [0], False), (layout.FRAMES, "corrupt", [1], False)]
+    assert not rep["clean"] and rep["reingest"] == open_store(store).attrs["source_files"][:2]
 
 
 def test_old_store_without_checksums_still_reads(done3, tmp_path):
@@ -378,5 +383,10 @@ def test_angles_positions_distance_and_counts(make_tilt_files, tmp_path):
     far = write_nxptycho(tmp_path / "far.nxs", frames, np.arange(12.0).reshape(6, 2) * 1e-7, distance=(5200.0, "m"))
     r = _invoke("ingest", far, "-o", tmp_path / "f.zarr")
     assert r.exit_code == 2 and "5200 m is impossible" in r.output.replace("\n", ""), r.output
-    with pytest.raises(IngestError, match=r"wavelength 0.1 m\).*nm"):
-        check_geometry("scan.cxi", radiation="xray", energy_eV=1.2398e-5, wavelength_m=0.1)   # CXI λ in nm
+    from test_nearfield_store import write_cxi
+
+    cxi = write_cxi(tmp_path / "nm.cxi", frames, np.arange(12.0).reshape(6, 2) * 1e-7, wavelength=0.1)  # 0.1 nm
+    r = _invoke("ingest", cxi, "-o", tmp_path / "x.zarr")
+    assert r.exit_code == 2 and "(wavelength 0.1 m) is impossible for X-rays" in r.output, r.output
+    with pytest.raises(IngestError, match="impossible"):
+        check_geometry("s.h5", radiation="xray", energy_eV=5e6)

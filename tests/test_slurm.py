@@ -58,7 +58,7 @@ def test_submit_job_array_one_element_per_item(slurm_cluster, tmp_path, cnt3):
     logs = sorted(p.name for p in (tmp_path / "out" / "cnt.zarr.jobs").glob("*.out"))
     assert len([n for n in logs if n.startswith("item-")]) == 3
     st = _cli("status", store, "--json")
-    assert json.loads(st.stdout)["counts"] == {"done": 3, "running": 0, "pending": 0}
+    assert json.loads(st.stdout)["counts"] == {"done": 3, "running": 0, "pending": 0, "failed": 0}
     # Resubmitting the array redoes nothing: every element finds its item done.
     r = _cli("submit", recipe, "--slurm", "--wait")
     assert r.returncode == 0, r.stderr

@@ -46,6 +46,9 @@ DISTANCE_MAX_M, DISTANCE_WARN_M = 1000.0, (0.01, 40.0)
 ANGLE_DUPLICATE_RAD = 1e-5
 
 
+_PLURAL = {"electron": "electrons", "xray": "X-rays"}
+
+
 class PlausibilityWarning(UserWarning):
     """A value that is possible but unusual enough to check (the store is still written)."""
 
@@ -100,10 +103,10 @@ def check_geometry(where, *, radiation: str, energy_eV: float, wavelength_m: flo
     lam = "" if wavelength_m is None else f" (wavelength {wavelength_m:.4g} m)"
     name = f.get("energy", "beam energy")
     if not lo <= energy_eV <= hi:
-        raise IngestError(f"{where}: {name}: {energy_eV:.6g} eV{lam} is impossible for {radiation}s "
+        raise IngestError(f"{where}: {name}: {energy_eV:.6g} eV{lam} is impossible for {_PLURAL[radiation]} "
                           f"({lo:g}-{hi:g} eV); a unit slip (keV as eV, a wavelength in nm or Å instead of m)?")
     if not wlo <= energy_eV <= whi:
-        _warn(f"{where}: {name}: {energy_eV:.6g} eV{lam} is unusual for {radiation} ptychography "
+        _warn(f"{where}: {name}: {energy_eV:.6g} eV{lam} is unusual for {_PLURAL[radiation]} "
               f"(usually {wlo:g}-{whi:g} eV); check the units")
     if semiangle_rad is not None:
         name = f.get("probe_semiangle", "convergence semi-angle")
@@ -111,7 +114,7 @@ def check_geometry(where, *, radiation: str, energy_eV: float, wavelength_m: flo
             raise IngestError(f"{where}: {name}: {semiangle_rad:.4g} rad is impossible (0 < alpha < "
                               f"{SEMIANGLE_MAX_RAD} rad); mrad given as rad?")
         if semiangle_rad > SEMIANGLE_WARN_RAD[radiation]:
-            _warn(f"{where}: {name}: {semiangle_rad * 1e3:.4g} mrad is unusually large for {radiation}s "
+            _warn(f"{where}: {name}: {semiangle_rad * 1e3:.4g} mrad is unusually large for {_PLURAL[radiation]} "
                   f"(usually <= {SEMIANGLE_WARN_RAD[radiation] * 1e3:g} mrad)")
     if distance_m is not None and radiation == "xray":
         name = f.get("distance", "detector distance")

@@ -153,12 +153,18 @@ def read_item(group: zarr.Group, i: int) -> tuple[np.ndarray, np.ndarray]:
     ------
     IndexError
         ``i`` out of range.
+    StoreError
+        A damaged chunk (checksum mismatch, undecodable bytes).
     """
     n = n_items(group)
     if not 0 <= i < n:
         raise IndexError(f"item {i} out of range; the store has {n} items")
-    frames = np.asarray(group[FRAMES][i], dtype=np.float32)
-    positions = np.asarray(group[POSITIONS][i], dtype=np.float64)
+    try:
+        frames = np.asarray(group[FRAMES][i], dtype=np.float32)
+        positions = np.asarray(group[POSITIONS][i], dtype=np.float64)
+    except ValueError as exc:   # crc32c mismatch or undecodable bytes: never read damaged data as counts
+        raise StoreError(f"{_where(group)}: item {i}: {FRAMES}/{POSITIONS}: damaged chunk ({exc}); run "
+                         "ptyhpc verify, re-ingest from the source files") from exc
     return frames, positions
 
 

@@ -22,7 +22,8 @@ def store_summary(store_path) -> dict:
            "tilt_angle_deg": np.degrees(np.asarray(group[layout.TILT_ANGLE][...])).round(4).tolist()}
     if layout.PTYCHO_STATUS in group:
         status = np.asarray(group[layout.PTYCHO_STATUS][...])
-        out["ptycho"] = {"done": int((status == 1).sum()), "pending": np.nonzero(status != 1)[0].tolist()}
+        out["ptycho"] = {"done": int((status == 1).sum()), "pending": np.nonzero(status == 0)[0].tolist(),
+                         "failed": np.nonzero(status == 2)[0].tolist()}   # 2: failed, reason in ptyhpc status
     if layout.TOMO in group:
         out["tomo"] = {"complete": bool(group[layout.TOMO].attrs.get("complete", False))}
     return out
