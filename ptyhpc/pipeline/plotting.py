@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Channel", "montage", "error_curves", "poisson_floor", "length_unit", "pick_items"]
+__all__ = ["Channel", "montage", "error_curves", "poisson_floor", "item_floors", "length_unit", "pick_items"]
 
 #: Most panels a montage shows; longer series show this many items, evenly spaced, and say so.
 MAX_PANELS = 64
