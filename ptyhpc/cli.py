@@ -103,7 +103,7 @@ def _ptycho_preflight(store: Path, params, restart: bool, hint: str, figures: Pa
         if restart:
             gone = discard_results(store)
             if gone:
-                console.print(f"--restart: discarded {', '.join(gone)}", markup=False, highlight=False)
+                console.print(f"--restart: discarded {', '.join(gone)}", markup=False, highlight=False, soft_wrap=True)
         todo, n = ptycho_todo(store, params, restart_hint=hint)
         if todo:
             return True
@@ -111,7 +111,7 @@ def _ptycho_preflight(store: Path, params, restart: bool, hint: str, figures: Pa
             if not (figures.is_dir() and any(figures.glob("*.png"))):
                 _ptycho_figures(store, figures)
             console.print(f"nothing to do: all {n} items of {store} are reconstructed; figures in {figures} "
-                          f"(to reconstruct again with other settings: {hint})", markup=False, highlight=False)
+                          f"(to reconstruct again with other settings: {hint})", markup=False, highlight=False, soft_wrap=True)
         return False
     return check
 
@@ -146,7 +146,7 @@ def _ptycho(client, store: Path, params, figures: Path) -> dict:
     write_ome_phase_stack(store)
     gpu = " (one GPU per task)" if out.get("resources") else ""
     console.print(f"ptychography: {len(out['done'])} items reconstructed{gpu}, {len(out['skipped'])} already done, "
-                  f"{out['seconds']:.1f} s; figures in {figures}", markup=False, highlight=False)
+                  f"{out['seconds']:.1f} s; figures in {figures}", markup=False, highlight=False, soft_wrap=True)
     return out
 
 
@@ -162,7 +162,7 @@ def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: 
     ome = write_ome_tomograms(store)
     _remember_figures(store, figures)
     console.print(f"tomography done; figures in {figures}; for viewers: {', '.join(map(str, ome))} "
-                  f"(ptyhpc view {store})", markup=False, highlight=False)
+                  f"(ptyhpc view {store})", markup=False, highlight=False, soft_wrap=True)
     return out
 
 
@@ -231,7 +231,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
         regime_note = read_propagation(store)["regime"]
         n = n_items(store)
         console.print(f"wrote {path} ({n} item{'' if n == 1 else 's'}, {store.attrs.get('kind')}, {regime_note}) "
-                      f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False)
+                      f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False, soft_wrap=True)
 
 
 def _ingest(files, output, overwrite, kind="auto", progress=True, fmt="auto", **options):
@@ -417,13 +417,13 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
     if "ingest" in wanted:
         if store.exists() and not rc.overwrite:
             console.print(f"store {store} exists: resuming (set overwrite: true to re-ingest)",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
         else:
             t = time.perf_counter()
             _ingest(files, store, rc.overwrite, progress=_progress_mode() is True, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
     if not ({"ptycho", "tomo"} & set(wanted)):
         return
     _require_store(store)
