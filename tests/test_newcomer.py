@@ -21,6 +21,7 @@ def _cli(*args, cwd=None):
                           timeout=600, env={**__import__("os").environ, "COLUMNS": "200"})
 
 
+@pytest.mark.slow   # five CLI runs, two of them with a LocalCluster: about 30 s on 2 idle cores
 def test_restart_figures_folder_and_stage_order(tmp_path):
     store = ingest([DATA / f"tilt_{i:03d}.h5" for i in (6, 12, 18)], tmp_path / "s.zarr", progress=False)
 
