@@ -501,8 +501,8 @@ def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
 @app.command()
 def view(store: Path = typer.Argument(..., help="zarr store with results"),
          print_only: bool = typer.Option(False, "--print", help="only print the OME-Zarr paths, even with napari")):
-    """Open the store's tomograms and phase images in napari (pip install 'ptyhpc[viewer]'), else print
-    the OME-Zarr paths for any NGFF viewer, and three lines of Python that read them."""
+    """Open the store's tomograms and phase images in napari (the viewer extra), else print their
+    OME-Zarr paths for any NGFF viewer and two lines of Python that read them."""
     from .pipeline.view import view_store  # noqa: PLC0415
 
     with _user_errors():
