@@ -119,7 +119,7 @@ def _ptycho_preflight(store: Path, params, restart: bool, hint: str, figures: Pa
         if restart:
             gone = discard_results(store)
             if gone:
-                console.print(f"--restart: discarded {', '.join(gone)}", markup=False, highlight=False)
+                console.print(f"--restart: discarded {', '.join(gone)}", markup=False, highlight=False, soft_wrap=True)
         todo, n = ptycho_todo(store, params, restart_hint=hint)
         if todo:
             return True
@@ -127,7 +127,7 @@ def _ptycho_preflight(store: Path, params, restart: bool, hint: str, figures: Pa
             if not (figures.is_dir() and any(figures.glob("*.png"))):
                 _ptycho_figures(store, figures)
             console.print(f"nothing to do: all {n} items of {store} are reconstructed; figures in {figures} "
-                          f"(to reconstruct again with other settings: {hint})", markup=False, highlight=False)
+                          f"(to reconstruct again with other settings: {hint})", markup=False, highlight=False, soft_wrap=True)
         return False
     return check
 
@@ -162,7 +162,7 @@ def _ptycho(client, store: Path, params, figures: Path) -> dict:
     write_ome_phase_stack(store)
     gpu = " (one GPU per task)" if out.get("resources") else ""
     console.print(f"ptychography: {len(out['done'])} items reconstructed{gpu}, {len(out['skipped'])} already done, "
-                  f"{out['seconds']:.1f} s; figures in {figures}", markup=False, highlight=False)
+                  f"{out['seconds']:.1f} s; figures in {figures}", markup=False, highlight=False, soft_wrap=True)
     return out
 
 
@@ -178,7 +178,7 @@ def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: 
     ome = write_ome_tomograms(store)
     _remember_figures(store, figures)
     console.print(f"tomography done; figures in {figures}; for viewers: {', '.join(map(str, ome))} "
-                  f"(ptyhpc view {store})", markup=False, highlight=False)
+                  f"(ptyhpc view {store})", markup=False, highlight=False, soft_wrap=True)
     return out
 
 
@@ -276,7 +276,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
         regime_note = read_propagation(store)["regime"]
         n = n_items(store)
         console.print(f"wrote {path} ({n} item{'' if n == 1 else 's'}, {store.attrs.get('kind')}, {regime_note}) "
-                      f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False)
+                      f"in {time.perf_counter() - t0:.1f} s", markup=False, highlight=False, soft_wrap=True)
 
 
 def _zone_plate_option(diameter, zone, stop) -> dict:
@@ -506,13 +506,13 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
     if "ingest" in wanted:
         if store.exists() and not rc.overwrite:
             console.print(f"store {store} exists: resuming (set overwrite: true to re-ingest)",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
         else:
             t = time.perf_counter()
             _ingest(files, store, rc.overwrite, progress=_progress_mode() is True, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
     if rc.spectro is None:
         wanted = [w for w in wanted if w != "spectro"]
     if not ({"ptycho", "tomo", "spectro", "stem"} & set(wanted)):
@@ -650,8 +650,8 @@ def submit(recipe: Path = typer.Argument(..., help="recipe YAML"),
 @app.command()
 def view(store: Path = typer.Argument(..., help="zarr store with results"),
          print_only: bool = typer.Option(False, "--print", help="only print the OME-Zarr paths, even with napari")):
-    """Open the store's tomograms and phase images in napari (pip install 'ptyhpc[viewer]'), else print
-    the OME-Zarr paths for any NGFF viewer, and three lines of Python that read them."""
+    """Open the store's tomograms and phase images in napari (the viewer extra), else print their
+    OME-Zarr paths for any NGFF viewer and two lines of Python that read them."""
     from .pipeline.view import view_store  # noqa: PLC0415
 
     with _user_errors():

@@ -21,6 +21,7 @@ def _cli(*args, cwd=None):
                           timeout=600, env={**__import__("os").environ, "COLUMNS": "200"})
 
 
+@pytest.mark.slow   # five CLI runs, two of them with a LocalCluster: about 30 s on 2 idle cores
 def test_restart_figures_folder_and_stage_order(tmp_path):
     store = ingest([DATA / f"tilt_{i:03d}.h5" for i in (6, 12, 18)], tmp_path / "s.zarr", progress=False)
 
@@ -130,3 +131,17 @@ def test_recipe_reference_is_up_to_date():
     text = DOC_PATH.read_text()
     for key in ("`input.files`", "`ptycho.n_iter`", "`tomo.n_iter`", "`cluster.kind`"):
         assert key in text
+
+
+def test_poisson_noise_floor_matches_simulated_counts():
+    """The figure's noise floor is the error the true model gives on Poisson data (low and high dose)."""
+    from ptyhpc.pipeline.plotting import poisson_floor
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[-32:32, -32:32]
+    for peak in (0.5, 30.0, 2000.0):           # electrons per pixel at the disk centre ... X-ray flat field
+        lam = peak * np.exp(-(x**2 + y**2) / 300.0) + 0.01 * peak
+        counts = rng.poisson(lam, (100, *lam.shape))
+        measured = ((np.sqrt(counts) - np.sqrt(lam)) ** 2).sum() / counts.sum()
+        assert poisson_floor(lam) == pytest.approx(measured, rel=0.01), peak
+    assert poisson_floor(np.full((8, 8), 1e4)) == pytest.approx(0.25 / 1e4, rel=0.01)   # high-count limit

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Channel", "montage", "error_curves", "poisson_floor", "length_unit", "pick_items"]
+__all__ = ["Channel", "montage", "error_curves", "poisson_floor", "item_floors", "length_unit", "pick_items"]
 
 #: Most panels a montage shows; longer series show this many items, evenly spaced, and say so.
 MAX_PANELS = 64
@@ -140,7 +140,7 @@ def poisson_floor(mean_pattern: np.ndarray, mask: np.ndarray | None = None) -> f
     float
         The floor; NaN when the pattern has no counts.
     """
-    from scipy import stats  # noqa: PLC0415
+    from scipy.special import gammaln  # noqa: PLC0415  (scipy.stats takes seconds to import)
 
     lam = np.asarray(mean_pattern, dtype=np.float64)
     if mask is not None:
@@ -152,8 +152,11 @@ def poisson_floor(mean_pattern: np.ndarray, mask: np.ndarray | None = None) -> f
     grid = np.geomspace(min(1e-4, float(lam.min())), max(top, 1e-3), 256)
     k = np.arange(int(top + 12 * math.sqrt(top) + 30) + 1)
     esqrt = np.empty_like(grid)
+    log_kfact = gammaln(k + 1.0)
     for j in range(0, grid.size, 32):                     # bounded memory: 32 λ values at a time
-        esqrt[j:j + 32] = stats.poisson.pmf(k[None, :], grid[j:j + 32, None]) @ np.sqrt(k)
+        g = grid[j:j + 32, None]
+        pmf = np.exp(k[None, :] * np.log(g) - g - log_kfact[None, :])
+        esqrt[j:j + 32] = pmf @ np.sqrt(k)
     f = np.interp(lam, grid, 2 * grid - 2 * np.sqrt(grid) * esqrt)
     return float(f.sum() / lam.sum())
 

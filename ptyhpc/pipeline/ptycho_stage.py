@@ -781,8 +781,9 @@ class _progress:
             if count in (1, self.total) or now - last >= self.LINE_EVERY_S:
                 last = now
                 eta = (now - t0) / count * (self.total - count)
+                # No estimate from the first item: items run in parallel, so one finished item says little.
                 print(f"{self.label}: {count}/{self.total} items, {now - t0:.0f} s"
-                      + (f", about {eta:.0f} s left" if count < self.total else ""), file=sys.stderr, flush=True)
+                      + (f", about {eta:.0f} s left" if 1 < count < self.total else ""), file=sys.stderr, flush=True)
         return advance
 
     def __enter__(self):

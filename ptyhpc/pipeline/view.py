@@ -52,8 +52,8 @@ def view_store(store, print_only: bool = False, echo=print) -> list[Path]:
         for p in images:
             echo(str(p))
         if not print_only:
-            echo("napari is not installed (pip install 'ptyhpc[viewer]'); open these OME-Zarr images in any "
-                 "NGFF viewer, or in Python:")
+            echo("napari is not installed (pip install napari, or the viewer extra: pip install -e '.[viewer]' "
+                 "in the ptyhpc folder); open these OME-Zarr images in any NGFF viewer, or in Python:")
             echo(f"    import ngff_zarr; ms = ngff_zarr.from_ngff_zarr('{images[-1]}')")
             echo("    vol = ms.images[0].data.compute(); ms.images[0].scale   # array and voxel size")
         return images
