@@ -29,7 +29,7 @@ def _wait_done_items(client, job_id, at_least, timeout=120):
         prog = (job.get("progress") or {}).get("stages", {}).get("ptycho")
         if prog and prog["done"] >= at_least:
             return prog["done"]
-        assert job["state"] == "running", job
+        assert job["state"] in ("queued", "running"), job
         time.sleep(0.1)
     raise TimeoutError(f"fewer than {at_least} items done after {timeout} s")
 
@@ -40,17 +40,17 @@ def test_sigkill_of_the_service_loses_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'results' / 'jobs.db'}"
     token, = make_tokens(config, [("alice", "user")])
     service = Service(config).start()
-    n = 6
+    n = 5
     try:
         with service.client(token) as c:
-            job_id = c.post("/v1/jobs", json={"recipe": cnt_recipe(angles=range(0, 24, 4), n_iter=8),
+            job_id = c.post("/v1/jobs", json={"recipe": cnt_recipe(angles=range(0, 25, 5), n_iter=5),
                                               "stages": ["ingest", "ptycho"]}).json()["id"]
             _wait_done_items(c, job_id, 1)
         service.kill()                       # the service dies; its job runs on
         service.start()
         with service.client(token) as c:
             assert c.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
-            done_at_kill = _wait_done_items(c, job_id, 3)
+            done_at_kill = _wait_done_items(c, job_id, 2)
         row, count = _row(url, job_id)
         assert row.attempts == 1 and count == 1                     # re-attached, not restarted
         assert done_at_kill < n, "the job finished too soon for the test; raise n_iter"
