@@ -135,6 +135,13 @@ def test_virtual_images_one_and_two_workers_equal_numpy(tmp_path):
     np.testing.assert_allclose(one[1]["com_x"].ravel(), (f * (xx - det.centre[1])).sum((1, 2)) / tot, atol=1e-4)
     np.testing.assert_allclose(one[2]["sum"], f.sum(0), rtol=1e-9)
     np.testing.assert_array_equal(one[2]["max"], f.max(0))
+    # CoM inside a disk of 1.2 r_BF, counts below 3 zeroed first.
+    disk = np.hypot(yy - det.centre[0], xx - det.centre[1]) <= 1.2 * det.bf_radius_px
+    got = run_analyses(store, [CentreOfMass(det.centre, disk, 3.0)], progress=False)[0]
+    w = f * disk * (f >= 3)
+    np.testing.assert_allclose(got["com_x"].ravel(), (w * (xx - det.centre[1])).sum((1, 2)) / w.sum((1, 2)),
+                               atol=1e-4)
+    np.testing.assert_allclose(got["total"].ravel(), w.sum((1, 2)), rtol=1e-6)
 
 
 def test_drift_recovered_at_low_dose():
