@@ -199,6 +199,7 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
                 keep = inner <= det.bf_radius_px - 1
                 cell = max(1.0, det.bf_radius_px / 5) * float(np.mean(dk))  # ~80 cells over the disk
                 px = parallax(stack[..., keep], (k[0][keep], k[1][keep]), wavelength_m=lam, step_m=step,
+                              semiangle_rad=geo["convergence_semiangle_rad"],
                               group_inv_m=cell)
                 images["parallax"], images["tcbf"] = px.phase, px.tcbf
                 parallax_info = {"defocus_m": px.defocus_m, "shift_matrix_m2": px.shift_matrix.tolist()}
