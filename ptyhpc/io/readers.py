@@ -43,7 +43,8 @@ def detect_format(path: str | PathLike) -> str:
     Returns
     -------
     str
-        ``"cxi"``, ``"nexus"`` or ``"hdf5-tilt"``.
+        ``"cxi"``, ``"nexus"`` or ``"hdf5-tilt"``; ``"mib"``, ``"empad"`` or ``"arina"`` for 4D-STEM
+        detector files (:func:`ptyhpc.stem.readers.sniff_stem_format`).
 
     Raises
     ------

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
              ssb: bool = typer.Option(False, help="single-sideband ptychography phase"),
              parallax: bool = typer.Option(False, help="tilt-corrected BF with a defocus fit (needs defocus)"),
              drift: bool = typer.Option(False, help="drift between the items of a multi-scan store; drift-corrected sums"),
+             drift_max_shift: Optional[float] = typer.Option(None, help="largest drift between items, scan px "
+                                                             "(crystals: below half the lattice period)"),
              scan_rotation_deg: Optional[float] = typer.Option(None, help="scan-detector rotation (default: the "
                                                                "store's, else found by minimum curl)"),
              transpose: Optional[bool] = typer.Option(None, "--transpose/--no-transpose",
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from .stage import StemOptions, run_stem  # noqa: PLC0415
 
         with cli._user_errors():
-            opts = StemOptions(virtual=virtual, com=com, icom=icom and com, ssb=ssb, parallax=parallax, drift=drift,
+            opts = StemOptions(virtual=virtual, com=com, icom=icom and com, ssb=ssb, parallax=parallax, drift=drift, drift_max_shift_px=drift_max_shift,
                                scan_rotation_rad=None if scan_rotation_deg is None else math.radians(scan_rotation_deg),
                                transpose=transpose, adf_inner=adf_inner, com_mask_radius=com_mask_radius,
                                com_threshold=com_threshold, backend=backend)

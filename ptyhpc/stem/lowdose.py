@@ -42,7 +42,7 @@ def shift_image(image: np.ndarray, shift) -> np.ndarray:
 
 
 def measure_drift(images: np.ndarray, *, lowpass_px: float = 2.0, upsample: int = 50, n_iter: int = 2,
-                  order: int = 0) -> np.ndarray:
+                  order: int = 0, max_shift_px: float | None = None) -> np.ndarray:
     """Shift (y, x) px of every image of a series with respect to image 0.
 
     Parameters
@@ -56,6 +56,10 @@ def measure_drift(images: np.ndarray, *, lowpass_px: float = 2.0, upsample: int 
         Rounds of re-referencing to the mean of the aligned series.
     order : int
         0: shifts as measured; ≥ 1: a polynomial in frame number fitted to them (smooth drift).
+    max_shift_px : float, optional
+        Largest shift between consecutive images considered (px). Crystal images
+        correlate equally well at every lattice vector: set it below half the
+        lattice period. None: a quarter of the image.
 
     Returns
     -------
@@ -71,9 +75,15 @@ def measure_drift(images: np.ndarray, *, lowpass_px: float = 2.0, upsample: int 
     # the edges out, but biases towards zero shift)...
     win = np.outer(_tukey(ny), _tukey(nx))
     shifts = np.zeros((len(imgs), 2))
+    limit = min(ny, nx) / 4 if max_shift_px is None else float(max_shift_px)
+    qy = np.fft.fftfreq(ny, 1 / ny)[:, None]
+    qx = np.fft.fftfreq(nx, 1 / nx)[None, :]
+    allowed = np.hypot(qy, qx) <= limit  # lags (px) of the circular cross-correlation within reach
     for k in range(1, len(imgs)):
-        s, _, _ = phase_cross_correlation(filt[0] * win, filt[k] * win, upsample_factor=upsample, normalization=None)
-        shifts[k] = -np.asarray(s)
+        # Each image against its predecessor (drift between neighbours is small), peak within max_shift_px.
+        xc = np.fft.ifft2(np.fft.fft2(filt[k] * win) * np.conj(np.fft.fft2(filt[k - 1] * win))).real
+        iy, ix = np.unravel_index(np.argmax(np.where(allowed, xc, -np.inf)), xc.shape)
+        shifts[k] = shifts[k - 1] + (qy[iy, 0], qx[0, ix])
     # ... refined: each image moved back by its shift, its central crop (free of the wrapped-around edge)
     # against the crop of the mean aligned series; the residuals are small, so is the window's bias.
     m = int(np.ceil(np.abs(shifts).max())) + 2
@@ -84,14 +94,30 @@ def measure_drift(images: np.ndarray, *, lowpass_px: float = 2.0, upsample: int 
         aligned = np.stack([shift_image(im, -s)[m:ny - m, m:nx - m] for im, s in zip(filt, shifts)])
         ref = aligned.mean(0) * cw
         for k in range(len(imgs)):
-            r, _, _ = phase_cross_correlation(ref, aligned[k] * cw, upsample_factor=upsample, normalization=None)
-            shifts[k] -= np.asarray(r)
+            mov = aligned[k] * cw
+            # The residual is small: take the correlation peak within 1.5 px (a crystal has others a
+            # lattice vector away), then its sub-pixel position by the upsampled DFT.
+            lag = _peak_within(ref, mov, 1.5)
+            r, _, _ = phase_cross_correlation(ref, shift_image(mov, lag), upsample_factor=upsample,
+                                              normalization=None)
+            r = np.asarray(r) if np.abs(r).max() <= 1.0 else np.zeros(2)
+            shifts[k] -= lag + r
         shifts -= shifts[0]
     if order >= 1 and len(imgs) > order + 1:
         t = np.arange(len(imgs))
         shifts = np.stack([np.polyval(np.polyfit(t, shifts[:, j], order), t) for j in range(2)], 1)
         shifts -= shifts[0]
     return shifts
+
+
+def _peak_within(ref: np.ndarray, mov: np.ndarray, limit: float) -> np.ndarray:
+    """Integer shift (y, x) moving ``mov`` onto ``ref``: the circular cross-correlation peak within ``limit`` px."""
+    ny, nx = ref.shape
+    xc = np.fft.ifft2(np.fft.fft2(ref) * np.conj(np.fft.fft2(mov))).real
+    qy = np.fft.fftfreq(ny, 1 / ny)[:, None]
+    qx = np.fft.fftfreq(nx, 1 / nx)[None, :]
+    iy, ix = np.unravel_index(np.argmax(np.where(np.hypot(qy, qx) <= limit, xc, -np.inf)), xc.shape)
+    return np.array([qy[iy, 0], qx[0, ix]])
 
 
 def _tukey(n: int, frac: float = 0.25) -> np.ndarray:

@@ -23,7 +23,8 @@ Formats
 ``arina``  DECTRIS ARINA ``*_master.h5``: ``entry/data/data_NNNNNN`` (links to the data
            files, bitshuffle/LZ4 via hdf5plugin) in order, as
            :func:`rsciio.arina.file_reader` reads them; that reader loads the whole scan
-           into memory, so blocks are read here with h5py in the same layout.
+           into memory, so blocks are read here with h5py in the same layout (uint32 frames
+           are kept as uint32; rosettasciio casts them to uint16).
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ def sniff_stem_format(path) -> str | None:
     if not path.is_file():
         return None
     with open(path, "rb") as f:
-        head = f.read(512)
+        head = f.read(4096)
     if head.startswith(b"MQ1,"):
         return "mib"
-    if head.lstrip().startswith(b"<root") and b"raw_file" in head + path.read_bytes()[:4096]:
+    if head.lstrip().startswith(b"<root") and b"raw_file" in head:
         return "empad"
     if head.startswith(b"\x89HDF"):
         import h5py  # noqa: PLC0415

@@ -43,6 +43,7 @@ class StemOptions(BaseModel):
     ssb: bool = False
     parallax: bool = False
     drift: bool = False
+    drift_max_shift_px: float | None = None  # crystals: below half the lattice period (see lowdose.measure_drift)
     adf_inner: float = 1.5            # ADF inner radius in BF radii
     com_mask_radius: float | None = None  # CoM only inside this many BF radii (None: whole detector)
     com_threshold: float | None = None    # counts; pixels below are zeroed before the CoM
@@ -198,6 +199,7 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
                 keep = inner <= det.bf_radius_px - 1
                 cell = max(1.0, det.bf_radius_px / 5) * float(np.mean(dk))  # ~80 cells over the disk
                 px = parallax(stack[..., keep], (k[0][keep], k[1][keep]), wavelength_m=lam, step_m=step,
+                              semiangle_rad=geo["convergence_semiangle_rad"],
                               group_inv_m=cell)
                 images["parallax"], images["tcbf"] = px.phase, px.tcbf
                 parallax_info = {"defocus_m": px.defocus_m, "shift_matrix_m2": px.shift_matrix.tolist()}
@@ -228,7 +230,7 @@ def run_stem(store: str | PathLike, options: StemOptions | dict | None = None, *
         done.append(item)
     out = {"done": done, "skipped": skipped, "scan_rotation_rad": theta, "transpose": tr, "rotation_source": source}
     if opts.drift and n_items > 1 and (np.asarray(status[...]) == 1).all():
-        out["drift"] = _drift(group, names)
+        out["drift"] = _drift(group, names, opts.drift_max_shift_px)
     if figures_dir is not None:
         from .figures import stem_figures  # noqa: PLC0415
 
@@ -241,14 +243,14 @@ _UNITS = {"com_y": "px", "com_x": "px", "dpc_y": "rad", "dpc_x": "rad", "icom": 
           "parallax": "rad", "tcbf": "relative contrast"}
 
 
-def _drift(group, names) -> dict:
+def _drift(group, names, max_shift_px=None) -> dict:
     """Drift of a multi-item store from its ADF (else BF, else iCOM) images; drift-corrected sums."""
     from ..io.store import require_result_array  # noqa: PLC0415
     from .lowdose import drift_corrected_sum, measure_drift  # noqa: PLC0415
 
     ref = next(n for n in ("adf", "bf", "icom", names[0]) if n in names)
     stack = np.asarray(group[f"{STEM}/{ref}"][...], np.float64)
-    shifts = measure_drift(stack)
+    shifts = measure_drift(stack, max_shift_px=max_shift_px)
     arr = require_result_array(group, f"{STEM}/drift", shifts.shape, np.float64, shifts.shape,
                                attrs={"axes": ["item", "yx"], "units": "scan px", "measured_on": ref})
     arr[...] = shifts
