@@ -124,15 +124,17 @@ def spectro_figures(folder: Path, arrays: dict, energies, od_e, ph_e, labels, re
     if "dose_Gy" in arrays:
         d, dattrs = arrays["dose_Gy"]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(7, 2.9), dpi=110)
-        im = _imshow(a1, d / 1e6, extent, f"dose of the stack (MGy), ρ = {dattrs['density_kg_m3']:g} kg/m³",
-                     cmap="inferno")
-        fig.colorbar(im, ax=a1, shrink=0.7)
         vals = d[np.isfinite(d)] / 1e6
+        # Pixels of near-zero fitted thickness give huge, meaningless doses: scale to the 1-99 % range.
+        lo, hi = np.percentile(vals, [1, 99]) if vals.size else (0.0, 1.0)
+        im = _imshow(a1, d / 1e6, extent, f"dose of the stack (MGy), ρ = {dattrs['density_kg_m3']:g} kg/m³",
+                     cmap="inferno", vmin=max(lo, 0.0), vmax=hi)
+        fig.colorbar(im, ax=a1, shrink=0.7)
         if vals.size:
-            a2.hist(vals, bins=40, weights=np.full(vals.size, 100 / vals.size))
+            a2.hist(np.clip(vals, lo, hi), bins=40, weights=np.full(vals.size, 100 / vals.size))
             a2.axvline(np.median(vals), color="k", lw=0.8, ls="--", label=f"median {np.median(vals):.3g} MGy")
             a2.legend(fontsize=7)
-        a2.set(xlabel="dose (MGy)", ylabel="material area (%)")
+        a2.set(xlabel="dose (MGy), tails clipped to 1-99 %", ylabel="material area (%)")
         fig.tight_layout()
         out.append(_save(fig, folder / "spectro_dose.png", plt))
 
