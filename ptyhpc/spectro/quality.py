@@ -229,7 +229,7 @@ def frc_of_halves(a, b, valid, pixel_size_m, *, taper_px: float = 6.0) -> dict:
     """
     from scipy import ndimage  # noqa: PLC0415
 
-    from ..ptycho.metrics import frc, frc_resolution  # noqa: PLC0415
+    from ..ptycho.metrics import frc, frc_resolution, half_bit_threshold  # noqa: PLC0415
     from .stack import apply_shift, register  # noqa: PLC0415
 
     a, b = np.asarray(a, np.complex128), np.asarray(b, np.complex128)
@@ -249,7 +249,5 @@ def frc_of_halves(a, b, valid, pixel_size_m, *, taper_px: float = 6.0) -> dict:
     bm = (b - b[v].mean()) * w
     px = float(np.mean(np.broadcast_to(pixel_size_m, (2,))))
     k, f, n = frc(am[box], bm[box], px)
-    nn = np.maximum(n, 1)
-    thr = (0.2071 + 1.9102 / np.sqrt(nn)) / (1.2071 + 0.9102 / np.sqrt(nn))
-    return {"k_per_m": k, "frc": f, "threshold": thr, "n_pixels": n, "resolution_m": frc_resolution(k, f, n),
+    return {"k_per_m": k, "frc": f, "threshold": half_bit_threshold(n), "n_pixels": n, "resolution_m": frc_resolution(k, f, n),
             "shift_px": np.asarray(shift, float)}
