@@ -102,6 +102,8 @@ leaves a result that looks complete and a rerun skips finished items.
     ``results/spectro/...``    energy stacks: ``aligned``, ``shifts``, ``optical_density``, ``thickness``,
                                ``residual``, ``xmcd``/``xld``, ... with ``pixel_size_m``, ``origin_m``
                                (and ``energy_eV``); see :mod:`ptyhpc.spectro.stage`. Attribute ``complete``.
+    ``results/ptycho_halves/item_{i}``  ``object``, ``illumination`` (2, H, W): two reconstructions of item i
+                               from the even and odd scan positions, for the FRC (:mod:`ptyhpc.spectro.halves`).
 """
 
 import math

@@ -25,6 +25,9 @@ the reference item after alignment; arrays with an energy axis also have
 ``exposures``        (H, W) uint16, beam discs covering each pixel (attribute ``beam_diameter_m``).
 ``dose_Gy``          (H, W) float32, Gy, the whole stack's absorbed dose when a density is given
                      (:data:`DOSE_ATTRS`).
+``knife_edge_m``, ``laplacian_variance``, ``snr``  (n_items,) float64, per item (:func:`quality.stack_quality`).
+``frc``              (3, n_rings) float64: k (1/m), FRC, half-bit threshold of two half-data reconstructions
+                     of one item (with ``frc``); attribute ``resolution_m`` (half period).
 
 The group's ``complete`` attribute is written last: a crash leaves a group
 without it, and a rerun replaces it.
