@@ -572,7 +572,10 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
 def _spectro(client, store: Path, options: dict, figures: Path) -> dict:
     from .spectro.stage import run_spectro  # noqa: PLC0415
 
-    out = run_spectro(store, client=client, figures_dir=figures, **options)
+    out = run_spectro(store, client=client, figures_dir=figures, progress=True, **options)
+    if "resolution_m" in out:
+        console.print(f"spectro: FRC resolution (half-bit, half period) {out['resolution_m'] * 1e9:.1f} nm "
+                      f"on item {out['frc_item']} (halves: {out['frc_halves']})")
     console.print(f"spectro: {len(set(out['energies_eV']))} energies, components {out['components'] or '-'} "
                   f"(fit {out.get('fit', '-')}), XMCD at {out['xmcd_energies'] or '-'} eV, XLD at "
                   f"{out['xld_energies'] or '-'} eV, {out['seconds']:.1f} s; results/spectro, figures in {figures}")
@@ -592,6 +595,10 @@ def spectro(store: Path = typer.Argument(..., help="energy-stack store with fini
                                                           "exposure map (default: from the probe)"),
             density: Optional[float] = typer.Option(None, "--density", help="specimen density, kg/m3: writes the "
                                                     "stack's absorbed dose map dose_Gy (needs --reference)"),
+            frc: bool = typer.Option(False, "--frc", help="resolution by FRC of two half-data reconstructions of "
+                                     "one item (the store's results/ptycho_halves, else reconstructed now)"),
+            frc_item: Optional[int] = typer.Option(None, "--frc-item", help="item for --frc (default: the "
+                                                   "alignment's reference item)"),
             cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
             site_config: Optional[Path] = typer.Option(None, help="site configuration YAML"),
             scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -605,7 +612,7 @@ def spectro(store: Path = typer.Argument(..., help="energy-stack store with fini
         refs = dict(parse_reference_option(r) for r in reference)
         spec = SpectroSpec(references=refs, i0_mask=None if i0_mask is None else str(i0_mask), clusters=clusters,
                            regions=None if regions is None else str(regions), beam_diameter_m=beam_diameter,
-                           density_kg_m3=density)
+                           density_kg_m3=density, frc=frc, frc_item=frc_item)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
         if cfg.kind == "local" and not workers:
             # Per-energy tasks are small: threads in this process, no cluster to start.

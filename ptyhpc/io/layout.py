@@ -104,6 +104,8 @@ leaves a result that looks complete and a rerun skips finished items.
     ``results/spectro/...``    energy stacks: ``aligned``, ``shifts``, ``optical_density``, ``thickness``,
                                ``residual``, ``xmcd``/``xld``, ... with ``pixel_size_m``, ``origin_m``
                                (and ``energy_eV``); see :mod:`ptyhpc.spectro.stage`. Attribute ``complete``.
+    ``results/ptycho_halves/item_{i}``  ``object``, ``illumination`` (2, H, W): two reconstructions of item i
+                               from the even and odd scan positions, for the FRC (:mod:`ptyhpc.spectro.halves`).
 
 4D-STEM (:mod:`ptyhpc.stem`; readers for Merlin MIB, EMPAD, DECTRIS ARINA; docs/stem.md)
     A raster 4D scan is one item of kind ``tilt_series``: ``frames[item]`` holds its

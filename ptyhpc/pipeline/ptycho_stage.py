@@ -416,6 +416,69 @@ def _item_grid(group, item: int) -> ObjectGrid:
     return grid
 
 
+def item_engine_inputs(group, item: int, params: PtychoParams, init_probe_from: int | None = None,
+                       select=None) -> tuple:
+    """The engine's inputs for one item: what :func:`reconstruct_item` passes to the engine.
+
+    Parameters
+    ----------
+    group : zarr group
+        The store (results prepared).
+    item : int
+    params : PtychoParams
+    init_probe_from : int, optional
+        Warm start from this finished item's probe.
+    select : index array, optional
+        Use only these positions (e.g. one half of the data for a Fourier ring correlation); the
+        starting probe is then found from them alone.
+
+    Returns
+    -------
+    frames, positions, probe, common (keywords of the engine), grid (ObjectGrid), xp
+
+    Raises
+    ------
+    RuntimeError
+        ``init_probe_from`` is not finished.
+    """
+    grid = _item_grid(group, item)
+    geom = item_geometry(group, item)
+    frames, positions = read_item(group, item)
+    check_item_frames(group, item, frames)   # present, finite, not all zero: else status 2, no compute
+    if select is not None:
+        # A subset of the positions (e.g. half of the data for an FRC): everything below sees only it.
+        frames, positions = frames[select], positions[select]
+    mask = _detector_mask(group) if params.use_detector_mask else None
+    if mask is not None:
+        # Ingest stores bad pixels as 0; make sure, since the probe's scale below sums the counts.
+        frames[:, ~mask] = 0
+    xp = backend.get_xp(params.backend)
+    intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
+    near = _near_field(group, grid, geom["wavelength_m"])   # NumPy, for the initial probe
+    if init_probe_from is None:
+        # X-ray stores: zone-plate model or a defocus chosen from the data (ptyhpc.ptycho.probe_start).
+        probe = None if near is not None else xray_start_probe(group.attrs, geom, grid, intensity, frames,
+                                                               positions, xp, mask)
+        if probe is None:
+            probe = _initial_probe(geom, grid, intensity, xp, frames, near_field=near)
+    else:
+        if int(group[layout.PTYCHO_STATUS][init_probe_from]) != 1:
+            raise RuntimeError(f"warm start of item {item}: source item {init_probe_from} is not finished")
+        src = np.asarray(group[layout.PTYCHO_PROBE][init_probe_from])   # (Ny, Nx) or (modes, Ny, Nx)
+        # Σ|P|² (over modes too) equals the counts per pattern (unitary FFT): rescale to this item's dose.
+        scale = np.sqrt(intensity / max(float(np.sum(np.abs(src) ** 2)), 1e-30))
+        probe = xp.asarray((src * scale).astype(np.complex64))
+    common = dict(
+        params.engine_kwargs(), mask=mask,
+        probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor, near is not None),
+        origin_m=grid.origin_m, object_shape=grid.object_shape, fft_shape=grid.fft_shape,
+        seed=params.seed + item, xp=xp,
+    )
+    if near is not None:
+        common["propagator"] = _near_field(group, grid, geom["wavelength_m"], xp)
+    return frames, positions, probe, common, grid, xp
+
+
 def reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, init_probe_from: int | None = None,
                      after=None) -> dict:
     """Reconstruct one item and write it into the store (runs on a worker).
@@ -481,38 +544,7 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
             return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": 0.0,
                     "final_error": float(group[layout.PTYCHO_ERROR][item, -1]), "backend": None, "worker": worker,
                     "started": started, "finished": time.time(), "already_done": True}
-        grid = _item_grid(group, item)
-        geom = item_geometry(group, item)
-        frames, positions = read_item(group, item)
-        check_item_frames(group, item, frames)   # present, finite, not all zero: else status 2, no compute
-        mask = _detector_mask(group) if params.use_detector_mask else None
-        if mask is not None:
-            # Ingest stores bad pixels as 0; make sure, since the probe's scale below sums the counts.
-            frames[:, ~mask] = 0
-        xp = backend.get_xp(params.backend)
-        intensity = float(frames.sum(axis=(1, 2), dtype=np.float64).mean())
-        near = _near_field(group, grid, geom["wavelength_m"])   # NumPy, for the initial probe
-        if init_probe_from is None:
-            # X-ray stores: zone-plate model or a defocus chosen from the data (ptyhpc.ptycho.probe_start).
-            probe = None if near is not None else xray_start_probe(group.attrs, geom, grid, intensity, frames,
-                                                                   positions, xp, mask)
-            if probe is None:
-                probe = _initial_probe(geom, grid, intensity, xp, frames, near_field=near)
-        else:
-            if int(group[layout.PTYCHO_STATUS][init_probe_from]) != 1:
-                raise RuntimeError(f"warm start of item {item}: source item {init_probe_from} is not finished")
-            src = np.asarray(group[layout.PTYCHO_PROBE][init_probe_from])   # (Ny, Nx) or (modes, Ny, Nx)
-            # Σ|P|² (over modes too) equals the counts per pattern (unitary FFT): rescale to this item's dose.
-            scale = np.sqrt(intensity / max(float(np.sum(np.abs(src) ** 2)), 1e-30))
-            probe = xp.asarray((src * scale).astype(np.complex64))
-        common = dict(
-            params.engine_kwargs(), mask=mask,
-            probe_fourier_mask=_probe_fourier_mask(geom, grid, params.probe_mask_factor, near is not None),
-            origin_m=grid.origin_m, object_shape=grid.object_shape, fft_shape=grid.fft_shape,
-            seed=params.seed + item, xp=xp,
-        )
-        if near is not None:
-            common["propagator"] = _near_field(group, grid, geom["wavelength_m"], xp)
+        frames, positions, probe, common, grid, xp = item_engine_inputs(group, item, params, init_probe_from)
         tc = time.perf_counter()
         if params.engine == "chain":
             result = reconstruct_chain(frames, positions, probe, grid.pixel_size_m, params.stages, **common)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["phase_rmse", "register_shift", "frc", "frc_resolution"]
+__all__ = ["phase_rmse", "register_shift", "frc", "frc_resolution", "half_bit_threshold"]
 
 
 def register_shift(recon, truth, region, upsample=20):
@@ -102,6 +102,12 @@ def frc(image_a, image_b, pixel_size_m=1.0, *, n_bins=None):
     return k, num / np.sqrt(np.maximum(pa * pb, np.finfo(float).tiny)), npix
 
 
+def half_bit_threshold(n_pixels):
+    """Half-bit FRC threshold per ring of ``n_pixels`` pixels (van Heel & Schatz 2005, eq. 17)."""
+    n = np.maximum(np.asarray(n_pixels, float), 1)
+    return (0.2071 + 1.9102 / np.sqrt(n)) / (1.2071 + 0.9102 / np.sqrt(n))
+
+
 def frc_resolution(k, frc_values, n_pixels):
     """Half-period resolution (m): the highest ring at which the FRC is above the half-bit threshold.
 
@@ -111,8 +117,7 @@ def frc_resolution(k, frc_values, n_pixels):
     half-data reconstructions can disagree without limiting the resolution.
     Returns the Nyquist half-period when the FRC never drops below it.
     """
-    n = np.maximum(n_pixels, 1)
-    t = (0.2071 + 1.9102 / np.sqrt(n)) / (1.2071 + 0.9102 / np.sqrt(n))
+    t = half_bit_threshold(n_pixels)
     above = np.nonzero(frc_values >= t)[0]
     k_cut = k[above[-1]] if len(above) else k[0]
     return float(1.0 / (2.0 * k_cut))

@@ -119,6 +119,50 @@ def spectro_figures(folder: Path, arrays: dict, energies, od_e, ph_e, labels, re
     out.append(_save(fig, folder / "spectro_exposures.png", plt))
     weight_factor_figure(folder / "dose_weight_factor.png")
     out.append(str(folder / "dose_weight_factor.png"))
+
+    # Absorbed dose map and its distribution over the analysed pixels (seed 001 Fig. 7(f)).
+    if "dose_Gy" in arrays:
+        d, dattrs = arrays["dose_Gy"]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(7, 2.9), dpi=110)
+        vals = d[np.isfinite(d)] / 1e6
+        # Pixels of near-zero fitted thickness give huge, meaningless doses: scale to the 1-99 % range.
+        lo, hi = np.percentile(vals, [1, 99]) if vals.size else (0.0, 1.0)
+        im = _imshow(a1, d / 1e6, extent, f"dose of the stack (MGy), ρ = {dattrs['density_kg_m3']:g} kg/m³",
+                     cmap="inferno", vmin=max(lo, 0.0), vmax=hi)
+        fig.colorbar(im, ax=a1, shrink=0.7)
+        if vals.size:
+            a2.hist(np.clip(vals, lo, hi), bins=40, weights=np.full(vals.size, 100 / vals.size))
+            a2.axvline(np.median(vals), color="k", lw=0.8, ls="--", label=f"median {np.median(vals):.3g} MGy")
+            a2.legend(fontsize=7)
+        a2.set(xlabel="dose (MGy), tails clipped to 1-99 %", ylabel="material area (%)")
+        fig.tight_layout()
+        out.append(_save(fig, folder / "spectro_dose.png", plt))
+
+    # Quality per item (knife edge, sharpness, SNR; seed 001 Figs. 3, 6) and the FRC of the halves.
+    if "knife_edge_m" in arrays or "frc" in arrays:
+        panels = [k for k in ("knife_edge_m", "laplacian_variance", "snr", "frc") if k in arrays]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.8), dpi=110, squeeze=False)
+        for ax, key in zip(axes[0], panels):
+            v, vattrs = arrays[key]
+            if key == "frc":
+                ax.plot(v[0] * 1e-6, v[1], label="FRC")
+                ax.plot(v[0] * 1e-6, v[2], "--", label="half-bit")
+                ax.set(xlabel="spatial frequency (1/µm)", ylabel="FRC", ylim=(-0.2, 1.05),
+                       title=f"item {vattrs['item']}: {vattrs['resolution_m'] * 1e9:.0f} nm half-period")
+                ax.legend(fontsize=7)
+            else:
+                scale, label = (1e9, "knife edge 20-80 % (nm)") if key == "knife_edge_m" else \
+                    (1.0, "variance of Laplacian" if key == "laplacian_variance" else "SNR of OD")
+                e = np.asarray(vattrs["energy_eV"], float)
+                for pol in sorted(set(vattrs["polarisation"])):
+                    sel = np.array([p == pol for p in vattrs["polarisation"]])
+                    ax.plot(e[sel], np.asarray(v)[sel] * scale, "o-", ms=3, label=str(pol))
+                ax.set(xlabel="photon energy (eV)", ylabel=label)
+                if len(set(vattrs["polarisation"])) > 1:
+                    ax.legend(fontsize=7)
+            ax.title.set_fontsize(8)
+        fig.tight_layout()
+        out.append(_save(fig, folder / "spectro_quality.png", plt))
     return out
 
 

@@ -29,6 +29,11 @@ class SpectroSpec(BaseModel):
     phase_weight: float = Field(default=2.0, ge=0)
     beam_diameter_m: Optional[float] = Field(default=None, gt=0)
     density_kg_m3: Optional[float] = Field(default=None, gt=0)
+    frc: bool = False                      # FRC of two half-data reconstructions (costs two reconstructions)
+    frc_item: Optional[int] = Field(default=None, ge=0)
+    frc_engine: str = "lsqml"
+    edge_half_length_px: float = Field(default=6.0, gt=1)
+    fit_rows: Optional[int] = Field(default=None, ge=1)
 
     def resolved(self, base: Path) -> "SpectroSpec":
         """A copy with the file paths made absolute against ``base`` (the recipe's folder)."""

@@ -25,6 +25,9 @@ the reference item after alignment; arrays with an energy axis also have
 ``exposures``        (H, W) uint16, beam discs covering each pixel (attribute ``beam_diameter_m``).
 ``dose_Gy``          (H, W) float32, Gy, the whole stack's absorbed dose when a density is given
                      (:data:`DOSE_ATTRS`).
+``knife_edge_m``, ``laplacian_variance``, ``snr``  (n_items,) float64, per item (:func:`quality.stack_quality`).
+``frc``              (3, n_rings) float64: k (1/m), FRC, half-bit threshold of two half-data reconstructions
+                     of one item (with ``frc``); attribute ``resolution_m`` (half period).
 
 The group's ``complete`` attribute is written last: a crash leaves a group
 without it, and a rerun replaces it.
@@ -32,6 +35,7 @@ without it, and a rerun replaces it.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -48,13 +52,31 @@ CIRCULAR = {"CR": "CR", "C+": "CR", "RCP": "CR", "CL": "CL", "C-": "CL", "LCP": 
 LINEAR = {"LH": "LH", "LV": "LV"}
 
 
-def _compute(tasks, client):
-    """Run dask delayed ``tasks`` on ``client`` (or threads) and return their results in order."""
-    import dask  # noqa: PLC0415
+def _compute(tasks, client, label: str | None = None, progress: bool = False) -> list:
+    """Run ``tasks`` (``(fn, args)`` pairs) as dask tasks on ``client`` (or on local threads) and return
+    their results in order; with ``progress``, a progress bar counts finished tasks."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed  # noqa: PLC0415
 
-    if client is None:
-        return list(dask.compute(*tasks, scheduler="threads"))
-    return client.gather(client.compute(list(tasks)))
+    from ..pipeline.ptycho_stage import _progress  # noqa: PLC0415
+
+    tasks = list(tasks)
+    out: list = [None] * len(tasks)
+    with _progress(progress and label is not None, label or "", len(tasks)) as advance:
+        if client is None:
+            with ThreadPoolExecutor(max_workers=min(len(tasks), os.cpu_count() or 1) or 1) as pool:
+                futures = {pool.submit(fn, *args): k for k, (fn, args) in enumerate(tasks)}
+                for fut in as_completed(futures):
+                    out[futures[fut]] = fut.result()
+                    advance()
+        else:
+            from distributed import as_completed as dask_completed  # noqa: PLC0415
+
+            futures = [client.submit(fn, *args, pure=False) for fn, args in tasks]
+            index = {f.key: k for k, f in enumerate(futures)}
+            for fut in dask_completed(futures):
+                out[index[fut.key]] = fut.result()
+                advance()
+    return out
 
 
 def _resample_task(store_path, item, grid: StackGrid):
@@ -140,8 +162,9 @@ def _image_on_grid(path, group, grid: StackGrid, option: str) -> np.ndarray:
 
 def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clusters: int = 3, regions=None,
                 reference_item: int | None = None, lowpass_sigma: float = 1.0, phase_weight: float = 2.0,
-                beam_diameter_m: float | None = None, density_kg_m3: float | None = None, client=None,
-                figures_dir=None) -> dict:
+                beam_diameter_m: float | None = None, density_kg_m3: float | None = None, frc: bool = False,
+                frc_item: int | None = None, frc_engine: str = "lsqml", edge_half_length_px: float = 6.0,
+                fit_rows: int | None = None, client=None, figures_dir=None, progress: bool = False) -> dict:
     """Analyse a reconstructed energy stack and write ``results/spectro`` (see the module docstring).
 
     Parameters
@@ -168,16 +191,29 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
         For the exposure map; default the diameter holding 90 % of the reconstructed probe's intensity.
     density_kg_m3 : float, optional
         Specimen density; with references, the stack's total dose map ``dose_Gy`` is written.
+    frc : bool
+        Fourier ring correlation of two half-data reconstructions of item ``frc_item`` (default the
+        reference item): taken from ``results/ptycho_halves`` when the store has them, else
+        reconstructed now (two tasks, engine ``frc_engine``, the full reconstruction's iteration
+        count; :mod:`ptyhpc.spectro.halves`) and kept there. Writes ``frc`` and ``resolution_m``.
+    edge_half_length_px : float
+        Half length of the knife-edge line across the strongest edge (:func:`quality.stack_quality`).
+    fit_rows : int, optional
+        Rows of the aligned stack per fit task (default: blocks of about 64 MB,
+        :func:`ptyhpc.spectro.chunked.block_rows`).
     client : distributed.Client, optional
         Per-item steps run as dask tasks on it (default: local threads).
     figures_dir : path, optional
         Where the PNGs and region-spectra CSV go.
+    progress : bool
+        Progress bars on the per-item and per-block tasks.
 
     Returns
     -------
     dict
         ``energies_eV``, ``shifts_px``, ``grid``, ``components``, ``fit``, ``residual_rms``, ``residual_rms_od_only``,
-        ``n_i0_pixels``, ``xmcd_energies``, ``xld_energies``, ``figures``, ``seconds``.
+        ``n_i0_pixels``, ``xmcd_energies``, ``xld_energies``, ``fit_blocks``, ``knife_edge_m``,
+        ``snr``, ``resolution_m`` (with ``frc``), ``figures``, ``seconds``.
 
     Raises
     ------
@@ -189,9 +225,9 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
     FileNotFoundError
         A reference or mask file missing.
     """
-    import dask  # noqa: PLC0415
+    import functools  # noqa: PLC0415
 
-    from .fit import fit_thickness, pca_kmeans  # noqa: PLC0415
+    from .fit import pca_kmeans  # noqa: PLC0415
     from .references import load_references  # noqa: PLC0415
 
     t0 = time.perf_counter()
@@ -205,6 +241,10 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
     refs = load_references(references, uniq) if references else []
     circ = dichroism_pairs(energies, labels, "circular")
     lin = dichroism_pairs(energies, labels, "linear")
+    if density_kg_m3 is not None and not refs:
+        raise ValueError("the dose map needs the thickness (give --reference files) as well as --density")
+    if frc and frc_item is not None and not 0 <= frc_item < n:
+        raise ValueError(f"frc_item {frc_item}: the store has items 0-{n - 1}")
 
     ill = group[layout.PTYCHO_ILLUMINATION]
     grid = common_grid([ill[i] for i in range(n)], meta["pixel_size_m"], meta["origin_m"])
@@ -212,7 +252,7 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
     user_regions = None if regions is None else _image_on_grid(regions, group, grid, "--regions").astype(int)
 
     # 1. per-item resampling onto the common grid (dask tasks).
-    out = _compute([dask.delayed(_resample_task)(store_path, i, grid) for i in range(n)], client)
+    out = _compute([(_resample_task, (store_path, i, grid)) for i in range(n)], client, "spectro: resample", progress)
     objs = [o for o, _ in out]
     valids = [v for _, v in out]
     if reference_item is None:
@@ -220,9 +260,10 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
         reference_item = int(np.argmax(contrast))
     # 2. registration to the reference item (dask tasks), shifts, crop to the common valid area.
     ref_o, ref_v = objs[reference_item], valids[reference_item]
-    shifts = np.array(_compute([dask.delayed(register)(ref_o, objs[i], ref_v, valids[i], lowpass_sigma=lowpass_sigma)
-                                if i != reference_item else dask.delayed(np.zeros)(2) for i in range(n)], client))
-    moved = _compute([dask.delayed(apply_shift)(objs[i], valids[i], shifts[i]) for i in range(n)], client)
+    reg = functools.partial(register, lowpass_sigma=lowpass_sigma)
+    shifts = np.array(_compute([(reg, (ref_o, objs[i], ref_v, valids[i])) if i != reference_item
+                                else (np.zeros, (2,)) for i in range(n)], client, "spectro: align", progress))
+    moved = _compute([(apply_shift, (objs[i], valids[i], shifts[i])) for i in range(n)], client)
     objs = [o for o, _ in moved]
     valid = np.logical_and.reduce([v for _, v in moved])
     if valid.sum() < 16:
@@ -247,7 +288,7 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
 
         user_regions = ndimage.shift(user_regions, shifts[0], order=0)[sl]
     # 3. normalisation on I0, OD and phase.
-    aligned = np.stack(_compute([dask.delayed(normalise)(objs[i], i0) for i in range(n)], client))
+    aligned = np.stack(_compute([(normalise, (objs[i], i0)) for i in range(n)], client)).astype(np.complex64)
     od = -np.log(np.maximum(np.abs(aligned) ** 2, 1e-12)).astype(np.float32)
     phase = np.angle(aligned).astype(np.float32)
     od[:, ~valid] = np.nan
@@ -271,22 +312,53 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
     arrays["valid"] = (valid, common)
     arrays["i0_mask"] = (i0, {**common, "source": "given" if user_i0 is not None else "automatic"})
 
+    # The group is replaced now (``complete`` false until the end). The aligned stack goes first, in row
+    # blocks that the fit tasks read one at a time (memory bounded by the block, not the stack).
+    from .chunked import block_rows, fit_block, prepare_fit_arrays  # noqa: PLC0415
+
+    H, W = valid.shape
+    rows = int(fit_rows) if fit_rows else block_rows(W, n)
+    res_group = _begin(group)
+    _put(res_group, "aligned", *arrays.pop("aligned"), chunks=(n, rows, W))
+    _put(res_group, "valid", *arrays.pop("valid"), chunks=(rows, W))
+    arrays_valid = valid
     if refs:
-        ok = valid & np.all(np.isfinite(od_e), 0)
-        t_od, r_od = fit_thickness(od_e, refs, uniq, valid=ok)
+        joint = all(r.delta is not None for r in refs)
+        summary["fit"] = "od+phase" if joint else "od"
         fit_attrs = {**common, "components": [r.name for r in refs], "units": "m",
                      "references": [r.source for r in refs], "energy_eV": uniq.tolist()}
-        if all(r.delta is not None for r in refs):
-            t, res = fit_thickness(od_e, refs, uniq, phase=ph_e, valid=ok, phase_weight=phase_weight)
-            arrays["thickness_od_only"] = (t_od, {**fit_attrs, "fit": "od"})
-            summary["fit"] = "od+phase"
-            summary["residual_rms_od_only"] = float(np.nanmean(r_od))
-        else:
-            t, res = t_od, r_od
-            summary["fit"] = "od"
-        arrays["thickness"] = (t, {**fit_attrs, "fit": summary["fit"], "phase_weight": phase_weight})
-        arrays["residual"] = (res, {**common, "units": "OD (RMS over the fitted rows)"})
-        summary["residual_rms"] = float(np.nanmean(res))
+        prepare_fit_arrays(res_group, len(refs), (H, W), rows, joint=joint,
+                           attrs=_jsonable({"thickness": {**fit_attrs, "fit": summary["fit"], "phase_weight": phase_weight},
+                                            "thickness_od_only": {**fit_attrs, "fit": "od"}}),
+                           residual_attrs=_jsonable({**common, "units": "OD (RMS over the fitted rows)"}))
+        blocks = _compute([(fit_block, (store_path, r0, min(r0 + rows, H), refs, uniq, which, joint, phase_weight))
+                           for r0 in range(0, H, rows)], client, "spectro: fit", progress)
+        npx = max(sum(b["pixels"] for b in blocks), 1)
+        summary["residual_rms"] = sum(b["residual_sum"] for b in blocks) / npx
+        if joint:
+            summary["residual_rms_od_only"] = sum(b["residual_sum_od_only"] for b in blocks) / npx
+        summary["fit_blocks"] = {"rows": rows, "n_blocks": len(blocks)}
+        # (K, H, W) float32: small next to the stack; the dose map and the figures use it.
+        t = np.asarray(res_group["thickness"][...])
+        arrays["thickness"] = (t, dict(res_group["thickness"].attrs))
+    # Per-item quality (seed 001 Figs. 3, 6): knife edge across the strongest edge, sharpness, SNR.
+    from .quality import stack_quality  # noqa: PLC0415
+
+    try:
+        q = stack_quality(od, arrays_valid, grid.pixel_size_m, half_length_px=edge_half_length_px)
+    except ValueError as err:
+        summary["quality_error"] = str(err)
+    else:
+        qattrs = {**per_item, "knife_edge_line_px": list(q["line"]), "snr_region": "valid pixels (eroded 1 px) in the "
+                  "top 10 % of the mean OD", "source": "seed 001 Figs. 3, 6 (ptyhpc.spectro.quality)"}
+        arrays["knife_edge_m"] = (q["knife_edge_m"], {**qattrs, "units": "m", "definition": "20-80 % edge width"})
+        arrays["laplacian_variance"] = (q["laplacian_variance"], {**qattrs, "definition": "variance of the "
+                                                                  "Laplacian of the OD over the valid pixels"})
+        arrays["snr"] = (q["snr"], {**qattrs, "definition": "mean / std of the OD in the SNR region"})
+        summary["knife_edge_m"] = q["knife_edge_m"].tolist()
+        summary["snr"] = q["snr"].tolist()
+    if frc:
+        summary.update(_frc(store_path, group, meta, frc_item, frc_engine, client, progress, arrays))
     if circ:
         x = np.stack([(od[a] - od[b]) / (od[a] + od[b]) for _, a, b in circ]).astype(np.float32)
         arrays["xmcd"] = (x, {**common, "energy_eV": [e for e, _, _ in circ],
@@ -313,13 +385,11 @@ def run_spectro(store_path, references: dict | None = None, *, i0_mask=None, clu
     arrays["exposures"] = (exp_map, {**common, "beam_diameter_m": beam_diameter_m})
     summary["beam_diameter_m"] = beam_diameter_m
     if density_kg_m3 is not None:
-        if "thickness" not in arrays:
-            raise ValueError("the dose map needs the thickness (give --reference files) as well as --density")
         arrays["dose_Gy"] = (_dose_map(group, arrays["thickness"][0], od, energies, exp_map, beam_diameter_m,
                                        density_kg_m3), {**common, **DOSE_ATTRS, "density_kg_m3": density_kg_m3})
         summary["max_dose_Gy"] = float(np.nanmax(arrays["dose_Gy"][0]))
 
-    _write(group, arrays)
+    _write(res_group, arrays)
     region_labels = user_regions if user_regions is not None else (pca["labels"] + 1 if pca is not None else None)
     if figures_dir is not None:
         from .figures import spectro_figures  # noqa: PLC0415
@@ -353,16 +423,47 @@ def _dose_map(group, thickness, od, energies, exposures, diameter_m, density_kg_
     return np.where(ok, total, np.nan).astype(np.float32)
 
 
-def _write(group, arrays: dict) -> None:
-    """Replace ``results/spectro`` with ``arrays``; ``complete`` last."""
+def _begin(group):
+    """Replace ``results/spectro`` by an empty group marked incomplete."""
     if SPECTRO in group:
         del group[SPECTRO]
     res = group.require_group(SPECTRO)
     res.attrs["complete"] = False
+    return res
+
+
+def _put(res, name: str, data, attrs: dict, chunks=None) -> None:
+    data = np.asarray(data)
+    res.create_array(name, data=data, chunks=chunks or data.shape, attributes=_jsonable(attrs))
+
+
+def _write(res, arrays: dict) -> None:
+    """Write the ``arrays`` not yet in ``res`` (the fit wrote its own), then ``complete``."""
     for name, (data, attrs) in arrays.items():
-        data = np.asarray(data)
-        res.create_array(name, data=data, chunks=data.shape, attributes=_jsonable(attrs))
+        if name not in res:
+            _put(res, name, data, attrs)
     res.attrs["complete"] = True
+
+
+def _frc(store_path, group, meta, item, engine, client, progress, arrays) -> dict:
+    """FRC of two half-data reconstructions of ``item`` (:mod:`ptyhpc.spectro.halves`) into ``arrays``."""
+    from .halves import half_data_objects  # noqa: PLC0415
+    from .quality import frc_of_halves  # noqa: PLC0415
+
+    item = int(arrays["shifts"][1]["reference_item"]) if item is None else int(item)
+    objects, ill, source = half_data_objects(
+        store_path, item, engine=engine,
+        compute=lambda tasks: _compute(tasks, client, f"spectro: FRC halves of item {item}", progress))
+    lit = np.logical_and.reduce([i >= 0.5 * i.max() for i in ill])
+    px = [float(v) for v in meta["pixel_size_m"][item]]
+    r = frc_of_halves(objects[0], objects[1], lit, px)
+    attrs = {"pixel_size_m": px, "origin_m": [float(v) for v in meta["origin_m"][item]], "item": item,
+             "energy_eV": float(meta["energy_eV"][item]), "polarisation": meta["polarisation"][item],
+             "rows": ["k_per_m", "frc", "half_bit_threshold"], "resolution_m": r["resolution_m"],
+             "halves": source, "split": "even/odd position index", "shift_px": r["shift_px"].tolist(),
+             "source": "van Heel & Schatz, J. Struct. Biol. 151, 250 (2005), half-bit; seed 001 Fig. 6"}
+    arrays["frc"] = (np.stack([r["k_per_m"], r["frc"], r["threshold"]]), attrs)
+    return {"resolution_m": r["resolution_m"], "frc_item": item, "frc_halves": source}
 
 
 def _jsonable(d):
