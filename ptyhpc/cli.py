@@ -161,7 +161,9 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
            scan_step_m: Optional[float] = typer.Option(None, "--scan-step-m", help="4D-STEM: m"),
            reciprocal_sampling_inv_m: Optional[float] = typer.Option(None, "--reciprocal-sampling-inv-m",
                                                                      help="4D-STEM: 1/m per detector pixel"),
-           scan_shape: Optional[str] = typer.Option(None, "--scan-shape", help="4D-STEM: scan_y,scan_x")):
+           scan_shape: Optional[str] = typer.Option(None, "--scan-shape", help="4D-STEM: scan_y,scan_x"),
+           tilts: Optional[Path] = typer.Option(None, "--tilts", help="4D-STEM tilt series: CSV of file,tilt_deg "
+                                                "(one item per file, sorted by angle)")):
     """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
     with _user_errors():
         t0 = time.perf_counter()
@@ -177,6 +179,11 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
             from .stem.calibration import load_calibration  # noqa: PLC0415
 
             stem_cal = load_calibration(calibration, **stem_flags)
+        if tilts is not None:  # 3D ED tilt series (docs/ed3d.md)
+            from .ed3d.tilts import read_tilts_csv  # noqa: PLC0415
+            from .stem.calibration import Calibration  # noqa: PLC0415
+
+            stem_cal = (stem_cal or Calibration()).model_copy(update={"tilt_angles_rad": read_tilts_csv(tilts, files)})
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NearFieldWarning)
             path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
