@@ -290,6 +290,11 @@ from .stem.cli import register as _register_stem  # noqa: E402
 
 _register_stem(app)
 
+# 3D ED from 4D-STEM tilt series: ``ptyhpc ed3d STORE -o OUTDIR`` (ptyhpc/ed3d/cli.py).
+from .ed3d.cli import register as _register_ed3d  # noqa: E402
+
+_register_ed3d(app)
+
 
 @app.command()
 def info(store: Path = typer.Argument(..., help="zarr store")):

@@ -63,8 +63,8 @@ def write_pets(folder, name: str, patterns: np.ndarray, tilts_deg, geo: ExportGe
     pts = folder / f"{name}.pts"
     pts.write_text("\n".join([
         "# ptyhpc ed3d export (docs/ed3d.md); patterns beam-centred and background-subtracted",
-        f"lambda {lam_A:.6f}",
-        f"Aperpixel {geo.reciprocal_pixel_inv_m * 1e-10:.6f}",
+        f"lambda {lam_A:.8f}",
+        f"Aperpixel {geo.reciprocal_pixel_inv_m * 1e-10:.8f}",
         "geometry continuous",
         f"omega {geo.rotation_axis_deg:.2f}",
         f"phi {abs(geo.osc_step_deg) / 2:.4f}",
@@ -121,7 +121,7 @@ def write_smv_xds(folder, patterns: np.ndarray, geo: ExportGeometry) -> Path:
     for k, p in enumerate(patterns):
         img, _ = to_uint16(p)
         head = {"HEADER_BYTES": "512", "DIM": "2", "BYTE_ORDER": "little_endian", "TYPE": "unsigned_short",
-                "SIZE1": str(nx), "SIZE2": str(ny), "PIXEL_SIZE": f"{pix_mm:.6f}", "WAVELENGTH": f"{lam_A:.6f}",
+                "SIZE1": str(nx), "SIZE2": str(ny), "PIXEL_SIZE": f"{pix_mm:.6f}", "WAVELENGTH": f"{lam_A:.8f}",
                 "DISTANCE": f"{dist_mm:.4f}", "OSC_START": f"{geo.osc_start_deg + k * geo.osc_step_deg:.4f}",
                 "OSC_RANGE": f"{geo.osc_step_deg:.4f}", "PHI": f"{geo.osc_start_deg + k * geo.osc_step_deg:.4f}",
                 "BEAM_CENTER_X": f"{geo.beam_centre_col_px * pix_mm:.4f}",
@@ -136,7 +136,7 @@ def write_smv_xds(folder, patterns: np.ndarray, geo: ExportGeometry) -> Path:
         f"NX= {nx} NY= {ny} QX= {pix_mm:.6f} QY= {pix_mm:.6f}",
         f"ORGX= {geo.beam_centre_col_px:.3f} ORGY= {geo.beam_centre_row_px:.3f}",
         f"DETECTOR_DISTANCE= {dist_mm:.4f}",
-        f"X-RAY_WAVELENGTH= {lam_A:.6f}",
+        f"X-RAY_WAVELENGTH= {lam_A:.8f}",
         f"OSCILLATION_RANGE= {geo.osc_step_deg:.4f}", f"STARTING_ANGLE= {geo.osc_start_deg:.4f}",
         f"ROTATION_AXIS= {np.cos(np.radians(geo.rotation_axis_deg)):.6f} {np.sin(np.radians(geo.rotation_axis_deg)):.6f} 0",
         "INCIDENT_BEAM_DIRECTION= 0 0 1", "FRACTION_OF_POLARIZATION= 0.5", "POLARIZATION_PLANE_NORMAL= 0 1 0",

@@ -91,11 +91,9 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
     centre = nominal_centre(group, 0)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("3D ED: virtual images", total=n_items)
-        ims = []
-        for k in range(n_items):
-            ims.append(scan_images(store, k, centre, bf_radius_px=opts.bf_radius_px, adf_inner_px=opts.adf_inner_px,
-                                   client=client))
-            bar.advance(task)
+        ims = _per_item(n_items, lambda k: scan_images(store, k, centre, bf_radius_px=opts.bf_radius_px,
+                                                       adf_inner_px=opts.adf_inner_px, client=client),
+                        client, lambda: bar.advance(task))
         adf = np.stack([s.adf for s in ims])
         regions = [segment(a, smooth_px=opts.smooth_px, min_area_px=opts.min_area_px) for a in adf]
         tr = track_particles(regions, adf, search_range_px=opts.search_range_px, memory=opts.memory,
@@ -110,12 +108,12 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
         n_frames = np.zeros((n_p, n_items), int)
         masks = np.zeros((n_items, *ctx.scan_shape), np.int32)
         task = bar.add_task("3D ED: particle patterns", total=n_items)
+        labs = [particle_labels(regions[k], table[table["item"] == k], n_p) for k in range(n_items)]
+        series = _per_item(n_items, lambda k: particle_patterns(store, k, labs[k], ims[k].centre, centre, n_p,
+                                                                client=client), client, lambda: bar.advance(task))
         for k in range(n_items):
-            lab = particle_labels(regions[k], table[table["item"] == k], n_p)
-            masks[k] = np.maximum(lab, 0).reshape(ctx.scan_shape)
-            patterns[:, k], n_frames[:, k], _ = particle_patterns(store, k, lab, ims[k].centre, centre, n_p,
-                                                                  client=client)
-            bar.advance(task)
+            masks[k] = np.maximum(labs[k], 0).reshape(ctx.scan_shape)
+            patterns[:, k], n_frames[:, k], _ = series[k]
     dose_scans = np.asarray(ctx.stem.get("dose_e_per_m2", [geo.get("dose_e_per_m2") or 0.0] * n_items), float)
     outdir.mkdir(parents=True, exist_ok=True)
     tilt_deg = np.degrees(tilts)
@@ -192,6 +190,26 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
     res.attrs.update({"summaries": summaries, "agglomerates": [list(map(int, a)) for a in tr.agglomerates],
                       "settings": opts.model_dump(mode="json")})
     return {"n_particles": n_p, "tracks": table, "cells": cells, "outdir": outdir}
+
+
+def _per_item(n: int, fn, client, advance) -> list:
+    """``[fn(0), ..., fn(n − 1)]``; with a dask client the items' map-reduce passes are submitted
+    concurrently from a few threads (one scan is often a single partition), results in item order."""
+    if client is None:
+        out = []
+        for k in range(n):
+            out.append(fn(k))
+            advance()
+        return out
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    def one(k):
+        r = fn(k)
+        advance()
+        return r
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(n)))
 
 
 def _tracks_figure(path, adf, table, tilt_deg):

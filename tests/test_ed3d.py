@@ -1,0 +1,170 @@
+"""3D ED from a simulated 4D-STEM tilt series: ingest (MIB + tilts.csv), tracking, per-particle series,
+exports read back by their own libraries, unit cell and orientation against the simulator's truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ptyhpc.cli import app
+from ptyhpc.ed3d.cell import cell_parameters, misorientation_deg, reduce_cell
+from ptyhpc.ed3d.tilts import read_tilts_csv
+from ptyhpc.io.validate import IngestError
+from ptyhpc.sim.ed3d import simulate_ed3d, write_ed3d_series
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Simulate, write MIB files, ingest with --tilts, run ``ptyhpc ed3d`` on 2 dask workers (once for the module)."""
+    tmp = tmp_path_factory.mktemp("ed3d")
+    truth = simulate_ed3d(seed=0)
+    files = write_ed3d_series(tmp / "raw", truth)
+    # files listed in reverse: the items must still come out in tilt order
+    names = [str(p) for p in reversed(files["files"])]
+    runner = CliRunner()
+    r = runner.invoke(app, ["ingest", *names, "--calibration", str(files["calibration"]), "--tilts",
+                            str(files["tilts"]), "-o", str(tmp / "series.zarr")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ed3d", str(tmp / "series.zarr"), "-o", str(tmp / "out"), "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    return truth, tmp
+
+
+def _tracks(out):
+    with open(out / "tracks.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["particle", "tilt_deg", "y_m", "x_m"]
+    return rows
+
+
+@pytest.mark.slow
+def test_ingest_tilt_angles(run):
+    import zarr
+
+    truth, tmp = run
+    g = zarr.open_group(tmp / "series.zarr", mode="r")
+    assert g["frames"].shape == (20, 24 * 24, 48, 48)
+    np.testing.assert_allclose(np.degrees(g["tilt_angle"][:]), truth.tilt_deg, atol=1e-4)
+    # item k holds the scan taken at tilt k (files were given in reverse order)
+    np.testing.assert_array_equal(g["frames"][3, :5], truth.frames[3, :5])
+
+
+@pytest.mark.slow
+def test_tracks_complete_pure_within_1px(run):
+    truth, tmp = run
+    rows = _tracks(tmp / "out")
+    step = truth.calibration["scan_step_m"]
+    n_p, n_t = truth.positions_px.shape[:2]
+    found = {}
+    for r in rows:
+        found.setdefault(int(r["particle"]), []).append((float(r["tilt_deg"]), float(r["y_m"]) / step,
+                                                         float(r["x_m"]) / step))
+    assert len(found) == n_p  # one track per particle, no spurious tracks
+    for p, obs in found.items():
+        obs = np.array(sorted(obs))
+        np.testing.assert_allclose(obs[:, 0], truth.tilt_deg, atol=1e-3)  # complete: every tilt
+        # pure: every position of the track belongs to one true particle, within 1 px
+        err = np.linalg.norm(obs[None, :, 1:] - truth.positions_px, axis=2)  # (true particle, tilt)
+        best = int(np.argmin(err.mean(1)))
+        assert err[best].max() < 1.0, (p, err[best].max())
+        assert err[best].max() < 0.5  # measured 0.15 px
+
+
+@pytest.mark.slow
+def test_unit_cell_and_orientation(run):
+    truth, tmp = run
+    want = cell_parameters(reduce_cell(np.asarray(truth.direct_basis_m[0])))
+    seen = set()
+    for p in range(3):
+        cell = json.loads((tmp / "out" / f"particle_{p:03d}" / "cell.json").read_text())
+        assert "error" not in cell, cell
+        for k in ("a_m", "b_m", "c_m"):
+            assert abs(cell[k] / want[k] - 1) < 0.01, (p, k, cell[k], want[k])
+        for k in ("alpha_deg", "beta_deg", "gamma_deg"):
+            assert abs(cell[k] - want[k]) < 1.0, (p, k, cell[k], want[k])
+        A = np.asarray(cell["orientation"]["direct_basis_m"]).T
+        # which simulated particle is it: the one whose orientation matches within 2 degrees
+        mis = [misorientation_deg(A, reduce_cell(truth.direct_basis_m[q])) for q in range(3)]
+        assert min(mis) < 2.0, mis
+        seen.add(int(np.argmin(mis)))
+    assert seen == {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_exports_read_back(run):
+    import fabio
+    import mrcfile
+    import tifffile
+
+    from ptyhpc.ed3d.export import read_mrc_geometry
+
+    truth, tmp = run
+    d = tmp / "out" / "particle_001"
+    summ = json.loads((d / "summary.json").read_text())
+    geo = summ["geometry"]
+    assert summ["tilt_deg"] == pytest.approx(list(truth.tilt_deg))
+    # dose: 20 scans at beam_counts per frame over the step area
+    assert summ["dose_e_per_A2"] == pytest.approx(20 * truth.dose_e_per_A2_per_scan, rel=0.05)
+    pts = (d / "particle_001.pts").read_text().splitlines()
+    kv = dict(line.split(None, 1) for line in pts if line and not line.startswith("#") and " " in line)
+    assert float(kv["lambda"]) == pytest.approx(geo["wavelength_m"] * 1e10, rel=1e-5)
+    assert float(kv["Aperpixel"]) == pytest.approx(geo["reciprocal_pixel_inv_m"] * 1e-10, rel=1e-5)
+    assert float(kv["omega"]) == 90.0 and float(kv["phi"]) == pytest.approx(1.0)
+    images = pts[pts.index("imagelist") + 1: pts.index("endimagelist")]
+    assert len(images) == 20 and float(images[0].split()[1]) == pytest.approx(-19.0)
+    with tifffile.TiffFile(d / images[0].split()[0]) as t:
+        img = t.asarray()
+        assert img.shape == (48, 48) and img.dtype == np.uint16
+        assert json.loads(t.pages[0].description)["osc_step_deg"] == pytest.approx(2.0)
+    data, g = read_mrc_geometry(d / "particle_001.mrc")
+    assert data.shape == (20, 48, 48)
+    for k in ("wavelength_m", "reciprocal_pixel_inv_m", "beam_centre_col_px", "beam_centre_row_px", "osc_start_deg",
+              "osc_step_deg", "rotation_axis_deg"):
+        assert getattr(g, k) == pytest.approx(geo[k], rel=1e-9), k
+    with mrcfile.open(d / "particle_001.mrc") as m:
+        assert float(m.voxel_size.z) == pytest.approx(2.0)
+    np.testing.assert_array_equal(np.clip(np.rint(data[0]), 0, 65535).astype(np.uint16), img)
+    im = fabio.open(str(d / "smv" / "00002.img"))
+    assert float(im.header["OSC_START"]) == pytest.approx(-17.0)
+    assert float(im.header["WAVELENGTH"]) == pytest.approx(geo["wavelength_m"] * 1e10, rel=1e-5)
+    assert float(im.header["DISTANCE"]) == pytest.approx(geo["camera_length_m"] * 1e3, rel=1e-5)
+    xds = dict(line.split("=", 1) for line in (d / "XDS.INP").read_text().splitlines()
+               if "=" in line and not line.startswith("!") and line.count("=") == 1)
+    assert float(xds["X-RAY_WAVELENGTH"]) == pytest.approx(float(im.header["WAVELENGTH"]))
+    assert float(xds["STARTING_ANGLE"]) == pytest.approx(-19.0) and float(xds["OSCILLATION_RANGE"]) == 2.0
+    assert xds["DATA_RANGE"].split() == ["1", "20"]
+
+
+@pytest.mark.slow
+def test_store_results_and_figure(run):
+    import zarr
+
+    truth, tmp = run
+    res = zarr.open_group(tmp / "series.zarr", mode="r")["results/ed3d"]
+    assert res["patterns"].shape == (3, 20, 48, 48)
+    masks = res["masks"][:]
+    assert masks.shape == (20, 24, 24) and set(np.unique(masks)) == {0, 1, 2, 3}
+    # each mask holds the particle's projected disk (area π r² ≈ 32 px)
+    for k in (0, 19):
+        for p in (1, 2, 3):
+            assert 20 <= (masks[k] == p).sum() <= 45
+    assert res["tracks"].shape == (60, 4)
+    assert (tmp / "out" / "tracks.png").stat().st_size > 10_000
+
+
+def test_tilts_csv_errors(tmp_path):
+    t = tmp_path / "tilts.csv"
+    t.write_text("file,tilt_deg\na.mib,-10\nb.mib,12.5\n")
+    assert read_tilts_csv(t, [tmp_path / "b.mib", "a.mib"]) == pytest.approx(np.radians([12.5, -10]))
+    with pytest.raises(IngestError, match="no tilt_deg for c.mib"):
+        read_tilts_csv(t, ["c.mib"])
+    t.write_text("file,angle\na.mib,1\n")
+    with pytest.raises(IngestError, match="file,tilt_deg"):
+        read_tilts_csv(t, ["a.mib"])
+    t.write_text("file,tilt_deg\na.mib,x\n")
+    with pytest.raises(IngestError, match="line 2"):
+        read_tilts_csv(t, ["a.mib"])
