@@ -226,3 +226,24 @@ def test_touching_reported_gaps_closed_leaving_ends():
         assert all((k, int(j)) in touching for j in js["region"])
         assert not js["isolated"].any()
     assert t[t["item"] == 0]["isolated"].all()
+
+
+@pytest.mark.parametrize("rot_deg,transpose", [(0.0, False), (-123.0, True), (37.0, False)])
+def test_peak_mapping_convention(rot_deg, transpose):
+    """A reciprocal vector g (crystal frame) on the Ewald sphere at tilt θ, put on the detector by the
+    docs/stem.md convention (scan rotation, transpose), maps back to g."""
+    from ptyhpc.ed3d.cell import peaks_to_reciprocal
+    from ptyhpc.physics.wavelength import electron_wavelength
+    from ptyhpc.sim.ed3d import rotation_y
+
+    lam, dk, th, rot = electron_wavelength(200e3), 4.5e8, np.radians(14.0), np.radians(rot_deg)
+    gl = np.array([[0.31e10, -0.22e10, 0.0], [-0.5e10, 0.1e10, 0.0]])
+    gl[:, 2] = np.sqrt(1 / lam ** 2 - gl[:, 0] ** 2 - gl[:, 1] ** 2) - 1 / lam  # on the sphere at this tilt
+    g = gl @ rotation_y(th)  # crystal frame: R_y(-θ)·g_lab
+    col_row = (np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]]) @ gl[:, :2].T).T / dk
+    rc = np.stack([col_row[:, 1], col_row[:, 0]], 1) + [24.0, 23.0]
+    centre = (24.0, 23.0)
+    if transpose:
+        rc, centre = rc[:, ::-1], (23.0, 24.0)
+    q = peaks_to_reciprocal(rc, centre, th, dk, lam, scan_rotation_rad=rot, transpose=transpose)
+    np.testing.assert_allclose(q, g, atol=1e-6 * 1e10)

@@ -42,13 +42,24 @@ def find_peaks(pattern: np.ndarray, centre, *, n_sigma: float = 6.0, exclude_px:
     return np.array(out).reshape(-1, 3)
 
 
-def peaks_to_reciprocal(peaks_rc: np.ndarray, centre, tilt_rad: float, dk_inv_m, wavelength_m: float) -> np.ndarray:
-    """Crystal-frame scattering vectors (n, 3) (x, y, z) in 1/m of peaks (row, col) px of a pattern at tilt θ."""
+def peaks_to_reciprocal(peaks_rc: np.ndarray, centre, tilt_rad: float, dk_inv_m, wavelength_m: float, *,
+                        scan_rotation_rad: float = 0.0, transpose: bool = False) -> np.ndarray:
+    """Crystal-frame scattering vectors (n, 3) (x, y, z) in 1/m of peaks (row, col) px of a pattern at tilt θ.
+
+    The detector frame follows docs/stem.md: after undoing ``transpose``, a scan-frame (k_x, k_y)
+    lands at (col, row) = centre + R(scan_rotation_rad)·(k_x, k_y)/Δk, so (k_x, k_y) = R(−θ_s)·(Δcol, Δrow)·Δk.
+    """
     from ..sim.ed3d import rotation_y  # noqa: PLC0415
 
     dk = np.broadcast_to(np.asarray(dk_inv_m, float), (2,))
-    qy = (peaks_rc[:, 0] - centre[0]) * dk[0]
-    qx = (peaks_rc[:, 1] - centre[1]) * dk[1]
+    dr = peaks_rc[:, 0] - centre[0]
+    dc = peaks_rc[:, 1] - centre[1]
+    if transpose:
+        dr, dc = dc, dr
+    dr, dc = dr * dk[0], dc * dk[1]
+    cs, sn = np.cos(scan_rotation_rad), np.sin(scan_rotation_rad)
+    qx = cs * dc + sn * dr
+    qy = -sn * dc + cs * dr
     k = 1.0 / wavelength_m
     qz = np.sqrt(k * k - qx ** 2 - qy ** 2) - k
     return np.stack([qx, qy, qz], 1) @ rotation_y(tilt_rad)  # row-vector form of R_y(−θ)·q

@@ -89,6 +89,8 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
     dk = tuple(geo["reciprocal_sampling_inv_m"])
     lam = float(geo["wavelength_m"])
     centre = nominal_centre(group, 0)
+    scan_rot = float(ctx.stem.get("scan_rotation_rad") or 0.0)
+    transpose = bool(ctx.stem.get("detector_transpose") or False)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("3D ED: virtual images", total=n_items)
         ims = _per_item(n_items, lambda k: scan_images(store, k, centre, bf_radius_px=opts.bf_radius_px,
@@ -132,7 +134,9 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
         steps = np.diff(th)
         uniform = len(th) > 1 and np.allclose(steps, steps.mean(), atol=1e-3)
         eg = ExportGeometry(lam, float(np.mean(dk)), float(centre[1]), float(centre[0]), float(th[0]) if len(th) else 0.0,
-                            float(steps.mean()) if len(th) > 1 else 0.0)
+                            float(steps.mean()) if len(th) > 1 else 0.0,
+                            # the tilt axis (scan y) on the detector: R(scan rotation)·(0, 1) in (col, row)
+                            rotation_axis_deg=90.0 + float(np.degrees(scan_rot)))
         files = []
         if len(th):
             if "pets" in opts.exports:
@@ -144,7 +148,8 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
         qs, Is = [], []
         for pat, t in zip(pats, np.radians(th)):
             pk = find_peaks(pat, centre, n_sigma=opts.peak_n_sigma)
-            qs.append(peaks_to_reciprocal(pk[:, :2], centre, t, dk, lam))
+            qs.append(peaks_to_reciprocal(pk[:, :2], centre, t, dk, lam, scan_rotation_rad=scan_rot,
+                                          transpose=transpose))
             Is.append(pk[:, 2])
         q = np.concatenate(qs) if qs else np.zeros((0, 3))
         try:
