@@ -247,3 +247,15 @@ def test_peak_mapping_convention(rot_deg, transpose):
         rc, centre = rc[:, ::-1], (23.0, 24.0)
     q = peaks_to_reciprocal(rc, centre, th, dk, lam, scan_rotation_rad=rot, transpose=transpose)
     np.testing.assert_allclose(q, g, atol=1e-6 * 1e10)
+
+
+def test_bilinear_shift_matches_scipy():
+    from scipy.ndimage import shift
+
+    from ptyhpc.ed3d.series import bilinear_shift
+
+    rng = np.random.default_rng(3)
+    f = rng.random((5, 12, 10))
+    d = rng.uniform(-2.5, 2.5, (5, 2))
+    want = np.stack([shift(x, s, order=1, mode="grid-constant", cval=0.0) for x, s in zip(f, d)])
+    np.testing.assert_allclose(bilinear_shift(f, d), want, atol=1e-12)

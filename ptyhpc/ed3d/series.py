@@ -1,8 +1,8 @@
 """Per-particle diffraction patterns: the frames inside each particle's mask, beam-centred, summed, background-subtracted.
 
 One map-reduce pass per item (:mod:`ptyhpc.stem.mapreduce`): every frame is moved so that its own
-beam centre lands on the common ``ref`` centre (bilinear, scipy.ndimage.shift; NumPy on the
-workers), then added to the sum of its label. Label 0 is the background (frames away from every
+beam centre lands on the common ``ref`` centre (batched bilinear shift on the backend array
+module), then added to the sum of its label (one-hot matrix product). Label 0 is the background (frames away from every
 particle), whose mean pattern × the particle's frame count is subtracted.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from ..stem.mapreduce import Analysis, Output
 
-__all__ = ["LabelSum", "particle_labels", "particle_patterns"]
+__all__ = ["LabelSum", "bilinear_shift", "particle_labels", "particle_patterns"]
 
 
 @dataclass
@@ -36,19 +36,36 @@ class LabelSum(Analysis):
                 "n": Output("reduce", (self.n_labels + 1,), "float64", "sum")}
 
     def process(self, frames, index, state, ctx, xp):
-        from scipy.ndimage import shift  # noqa: PLC0415
+        lab = np.asarray(self.labels)[np.asarray(index)]
+        use = np.nonzero(lab >= 0)[0]
+        if not len(use):
+            return {"sum": xp.zeros((self.n_labels + 1, *ctx.detector_shape)), "n": xp.zeros(self.n_labels + 1)}
+        d = np.asarray(self.ref)[None] - np.asarray(self.centre)[np.asarray(index)[use]]
+        moved = bilinear_shift(frames[xp.asarray(use)], xp.asarray(d), xp)
+        onehot = xp.asarray((lab[use][:, None] == np.arange(self.n_labels + 1)[None]).astype(np.float64))
+        s = onehot.T @ moved.reshape(len(use), -1).astype(xp.float64)
+        return {"sum": s.reshape(self.n_labels + 1, *ctx.detector_shape), "n": onehot.sum(0)}
 
-        f = np.asarray(frames.get() if hasattr(frames, "get") else frames)
-        s = np.zeros((self.n_labels + 1, *ctx.detector_shape))
-        n = np.zeros(self.n_labels + 1)
-        for j, p in enumerate(np.asarray(index)):
-            lab = int(self.labels[p])
-            if lab < 0:
-                continue
-            d = np.asarray(self.ref) - self.centre[p]
-            s[lab] += shift(f[j], d, order=1, mode="constant", cval=0.0)
-            n[lab] += 1
-        return {"sum": xp.asarray(s), "n": xp.asarray(n)}
+
+def bilinear_shift(frames, shifts, xp=np):
+    """Frames (b, h, w) moved by ``shifts`` (b, 2) (row, col) px, bilinear, zero outside:
+    out[r, c] = f(r − d_r, c − d_c), as ``scipy.ndimage.shift(f, d, order=1, mode="grid-constant")``; batched on xp."""
+    b, h, w = frames.shape
+    i = xp.floor(shifts)
+    a = shifts - i
+    i = i.astype(xp.int64)
+    rows = xp.arange(h)[None, :] - i[:, :1]
+    cols = xp.arange(w)[None, :] - i[:, 1:]
+    bi = xp.arange(b)[:, None, None]
+
+    def take(rr, cc):
+        ok = ((rr >= 0) & (rr < h))[:, :, None] & ((cc >= 0) & (cc < w))[:, None, :]
+        v = frames[bi, xp.clip(rr, 0, h - 1)[:, :, None], xp.clip(cc, 0, w - 1)[:, None, :]]
+        return v * ok
+
+    ar, ac = a[:, 0, None, None], a[:, 1, None, None]
+    return ((1 - ar) * (1 - ac) * take(rows, cols) + ar * (1 - ac) * take(rows - 1, cols)
+            + (1 - ar) * ac * take(rows, cols - 1) + ar * ac * take(rows - 1, cols - 1))
 
 
 def particle_labels(regions, tracks_item, n_particles: int, guard_px: int = 2) -> np.ndarray:
