@@ -259,3 +259,24 @@ def test_bilinear_shift_matches_scipy():
     d = rng.uniform(-2.5, 2.5, (5, 2))
     want = np.stack([shift(x, s, order=1, mode="grid-constant", cval=0.0) for x, s in zip(f, d)])
     np.testing.assert_allclose(bilinear_shift(f, d), want, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_two_workers_equal_in_process(run):
+    """The 2-worker run's virtual image, beam centres and particle patterns equal an in-process recomputation."""
+    import zarr
+
+    from ptyhpc.ed3d.detect import scan_images
+    from ptyhpc.ed3d.series import particle_patterns
+
+    truth, tmp = run
+    store = tmp / "series.zarr"
+    res = zarr.open_group(store, mode="r")["results/ed3d"]
+    nominal = tuple(res["beam_centre_px"].attrs["nominal"])
+    k = 7
+    si = scan_images(store, k, nominal, client=None)
+    np.testing.assert_array_equal(si.adf, res["adf"][k])
+    np.testing.assert_array_equal(si.centre, res["beam_centre_px"][k])
+    pats, n, _ = particle_patterns(store, k, res["labels"][k].ravel(), si.centre, nominal, 3, client=None)
+    np.testing.assert_array_equal(pats, res["patterns"][:, k])
+    np.testing.assert_array_equal(n, res["n_frames"][:, k])

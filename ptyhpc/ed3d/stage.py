@@ -191,6 +191,12 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
     res.create_array("patterns", data=patterns, chunks=(1, 1, *det),
                      attributes={"units": "counts", "beam_centre_px": list(centre)})
     res.create_array("n_frames", data=n_frames)
+    res.create_array("labels", data=np.stack(labs).reshape(n_items, *ctx.scan_shape), chunks=(1, *ctx.scan_shape),
+                     attributes={"values": "-1 not used (near a particle, or not isolated), 0 background, "
+                                           "k >= 1 particle k - 1"})
+    res.create_array("adf", data=adf, chunks=(1, *ctx.scan_shape), attributes={"units": "counts"})
+    res.create_array("beam_centre_px", data=np.stack([s.centre for s in ims]), chunks=(1, *ctx.scan_shape, 2),
+                     attributes={"axes": ["row", "col"], "nominal": list(centre)})
     res.create_array("drift_px", data=tr.drift_px)
     res.attrs.update({"summaries": summaries, "agglomerates": [list(map(int, a)) for a in tr.agglomerates],
                       "settings": opts.model_dump(mode="json")})
