@@ -154,6 +154,7 @@ def test_store_results_and_figure(run):
             assert 20 <= (masks[k] == p).sum() <= 45
     assert res["tracks"].shape == (60, 4)
     assert (tmp / "out" / "tracks.png").stat().st_size > 10_000
+    assert res.attrs["complete"] and not (tmp / ".out.partial").exists()
 
 
 def test_tilts_csv_errors(tmp_path):

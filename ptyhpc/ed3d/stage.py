@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from os import PathLike
 from pathlib import Path
 
@@ -117,7 +118,13 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
             masks[k] = np.maximum(labs[k], 0).reshape(ctx.scan_shape)
             patterns[:, k], n_frames[:, k], _ = series[k]
     dose_scans = np.asarray(ctx.stem.get("dose_e_per_m2", [geo.get("dose_e_per_m2") or 0.0] * n_items), float)
-    outdir.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a hidden sibling folder that replaces OUTDIR only once complete:
+    # a failed run leaves no OUTDIR that looks finished.
+    final_out = outdir
+    outdir = final_out.parent / f".{final_out.name}.partial"
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    outdir.mkdir(parents=True)
     tilt_deg = np.degrees(tilts)
     with open(outdir / "tracks.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -178,6 +185,10 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
         cells.append(cell)
         summaries.append(summary)
     _tracks_figure(outdir / "tracks.png", adf, table, tilt_deg)
+    if final_out.exists():
+        shutil.rmtree(final_out)
+    outdir.rename(final_out)
+    outdir = final_out
     # Store results (replaced as a whole on a rerun).
     root = zarr.open_group(store, mode="a")
     if ED3D_RESULTS in root:
@@ -199,7 +210,8 @@ def run_ed3d(store: str | PathLike, outdir: str | PathLike, options: ED3DOptions
                      attributes={"axes": ["row", "col"], "nominal": list(centre)})
     res.create_array("drift_px", data=tr.drift_px)
     res.attrs.update({"summaries": summaries, "agglomerates": [list(map(int, a)) for a in tr.agglomerates],
-                      "settings": opts.model_dump(mode="json")})
+                      "settings": opts.model_dump(mode="json"), "outdir": str(outdir.resolve()),
+                      "complete": True})
     return {"n_particles": n_p, "tracks": table, "cells": cells, "outdir": outdir}
 
 
