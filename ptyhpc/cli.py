@@ -347,12 +347,16 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (see ptyhpc/recipe.
 
     with _user_errors():
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
-        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "stem"}
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "stem", "ed3d"}
         if unknown or not wanted:
-            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, stem")
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, stem, ed3d")
         rc, files = load_recipe(recipe)
         if rc.stem is not None and stages == "ingest,ptycho,tomo":
             wanted = ["ingest", "stem"]
+        if rc.ed3d is not None and stages == "ingest,ptycho,tomo":  # 3D ED (docs/ed3d.md)
+            wanted = ["ingest"] + (["stem"] if rc.stem is not None else []) + ["ed3d"]
+        if "ed3d" in wanted and rc.ed3d is None:
+            raise ValueError(f"{recipe}: --stages ed3d needs an ed3d: section (at least output: FOLDER)")
         cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         if cfg.kind == "mpi":
             from .cluster import run_with_client  # noqa: PLC0415
@@ -379,7 +383,7 @@ def _run_stages(client, rc, files, wanted, cfg):
             _ingest(files, store, rc.overwrite, **rc.input.ingest_options())
             timings["ingest"] = time.perf_counter() - t
             console.print(f"ingested {len(files)} items into {store} in {timings['ingest']:.1f} s")
-    if not ({"ptycho", "tomo", "stem"} & set(wanted)):
+    if not ({"ptycho", "tomo", "stem", "ed3d"} & set(wanted)):
         return
 
     def compute(c):
@@ -390,6 +394,14 @@ def _run_stages(client, rc, files, wanted, cfg):
             out = run_stem(store, rc.stem or {}, client=c, figures_dir=figures)
             timings["stem"] = time.perf_counter() - t
             console.print(f"4D-STEM: {len(out['done'])} items done in {timings['stem']:.1f} s; figures in {figures}")
+        if "ed3d" in wanted:
+            from .ed3d.stage import run_ed3d  # noqa: PLC0415
+
+            t = time.perf_counter()
+            opts = {k: v for k, v in (rc.ed3d or {}).items() if k != "output"}
+            out = run_ed3d(store, rc.ed3d["output"], opts, client=c)
+            timings["ed3d"] = time.perf_counter() - t
+            console.print(f"3D ED: {out['n_particles']} particles in {timings['ed3d']:.1f} s; {rc.ed3d['output']}")
         if "ptycho" in wanted:
             t = time.perf_counter()
             ptycho_out.update(_ptycho(c, store, rc.ptycho_params(), figures))
@@ -405,6 +417,9 @@ def _run_stages(client, rc, files, wanted, cfg):
     else:
         _with_cluster(cfg, store, compute)
     timings["total"] = time.perf_counter() - t0
+    if not ({"ptycho", "tomo"} & set(wanted)):  # 4D-STEM / 3D ED only: the report is about ptychography
+        console.print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        return
     report = Path(rc.report) if rc.report else store.parent / (store.stem + "_report.txt")
     # Figures of merit against the truth need the tomogram (and a tilt series).
     truth = rc.truth if tomo_out else None

@@ -19,17 +19,15 @@ from ptyhpc.sim.ed3d import simulate_ed3d, write_ed3d_series
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Simulate, write MIB files, ingest with --tilts, run ``ptyhpc ed3d`` on 2 dask workers (once for the module)."""
+    """Simulate and write MIB files; ``ptyhpc run`` of a recipe (input.tilts, ed3d: section) ingests them and
+    runs the 3D ED stage on 2 dask workers (once for the module)."""
     tmp = tmp_path_factory.mktemp("ed3d")
     truth = simulate_ed3d(seed=0)
-    files = write_ed3d_series(tmp / "raw", truth)
-    # files listed in reverse: the items must still come out in tilt order
-    names = [str(p) for p in reversed(files["files"])]
-    runner = CliRunner()
-    r = runner.invoke(app, ["ingest", *names, "--calibration", str(files["calibration"]), "--tilts",
-                            str(files["tilts"]), "-o", str(tmp / "series.zarr")])
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["ed3d", str(tmp / "series.zarr"), "-o", str(tmp / "out"), "--workers", "2"])
+    write_ed3d_series(tmp / "raw", truth)
+    (tmp / "r.yaml").write_text("input:\n  files: [raw/scan_*.mib]\n  format: mib\n  tilts: raw/tilts.csv\n"
+                                f"  calibration: {json.dumps(truth.calibration)}\n"
+                                "store: series.zarr\ned3d: {output: out}\n")
+    r = CliRunner().invoke(app, ["run", str(tmp / "r.yaml"), "--workers", "2"])
     assert r.exit_code == 0, r.output
     return truth, tmp
 
@@ -42,15 +40,27 @@ def _tracks(out):
 
 
 @pytest.mark.slow
-def test_ingest_tilt_angles(run):
+def test_ingest_tilt_angles(run, tmp_path):
+    """``ptyhpc ingest --tilts`` (files given in reverse) and the recipe's input.tilts: items in tilt order."""
     import zarr
 
     truth, tmp = run
-    g = zarr.open_group(tmp / "series.zarr", mode="r")
-    assert g["frames"].shape == (20, 24 * 24, 48, 48)
-    np.testing.assert_allclose(np.degrees(g["tilt_angle"][:]), truth.tilt_deg, atol=1e-4)
-    # item k holds the scan taken at tilt k (files were given in reverse order)
-    np.testing.assert_array_equal(g["frames"][3, :5], truth.frames[3, :5])
+    names = [str(p) for p in sorted((tmp / "raw").glob("scan_*.mib"), reverse=True)]
+    r = CliRunner().invoke(app, ["ingest", *names, "--calibration", str(tmp / "raw" / "calib.yaml"), "--tilts",
+                                 str(tmp / "raw" / "tilts.csv"), "-o", str(tmp_path / "cli.zarr")])
+    assert r.exit_code == 0, r.output
+    for store in (tmp_path / "cli.zarr", tmp / "series.zarr"):
+        g = zarr.open_group(store, mode="r")
+        assert g["frames"].shape == (20, 24 * 24, 48, 48)
+        np.testing.assert_allclose(np.degrees(g["tilt_angle"][:]), truth.tilt_deg, atol=1e-4)
+        np.testing.assert_array_equal(g["frames"][3, :5], truth.frames[3, :5])  # item k is the scan at tilt k
+    # ptyhpc ed3d on a single scan: a clear error naming the store, nothing written
+    r = CliRunner().invoke(app, ["ingest", names[0], "--calibration", str(tmp / "raw" / "calib.yaml"),
+                                 "-o", str(tmp_path / "one.zarr")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["ed3d", str(tmp_path / "one.zarr"), "-o", str(tmp_path / "o"), "--workers", "1"])
+    assert r.exit_code != 0 and "tilt series needs at least two scans" in r.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
@@ -155,6 +165,22 @@ def test_store_results_and_figure(run):
     assert res["tracks"].shape == (60, 4)
     assert (tmp / "out" / "tracks.png").stat().st_size > 10_000
     assert res.attrs["complete"] and not (tmp / ".out.partial").exists()
+
+
+def test_recipe_ed3d_section(tmp_path):
+    from ptyhpc.recipe import load_recipe
+
+    for n in ("a", "b"):
+        (tmp_path / f"{n}.mib").write_bytes(b"")
+    (tmp_path / "t.csv").write_text("file,tilt_deg\na.mib,5\nb.mib,-5\n")
+    (tmp_path / "r.yaml").write_text("input: {files: ['*.mib'], tilts: t.csv, calibration: {scan_shape: [2, 2]}}\n"
+                                     "store: s.zarr\ned3d: {output: out, memory: 2}\n")
+    rc, files = load_recipe(tmp_path / "r.yaml")
+    assert rc.input.calibration["tilt_angles_rad"] == pytest.approx(np.radians([5, -5]))
+    assert rc.ed3d["output"] == str(tmp_path / "out") and "tilts" not in rc.input.ingest_options()
+    (tmp_path / "bad.yaml").write_text("input: {files: ['*.mib']}\nstore: s.zarr\ned3d: {output: o, memry: 2}\n")
+    with pytest.raises(ValueError, match="memry"):
+        load_recipe(tmp_path / "bad.yaml")
 
 
 def test_tilts_csv_errors(tmp_path):
