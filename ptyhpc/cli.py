@@ -242,7 +242,9 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
            scan_step_m: Optional[float] = typer.Option(None, "--scan-step-m", help="4D-STEM: m"),
            reciprocal_sampling_inv_m: Optional[float] = typer.Option(None, "--reciprocal-sampling-inv-m",
                                                                      help="4D-STEM: 1/m per detector pixel"),
-           scan_shape: Optional[str] = typer.Option(None, "--scan-shape", help="4D-STEM: scan_y,scan_x")):
+           scan_shape: Optional[str] = typer.Option(None, "--scan-shape", help="4D-STEM: scan_y,scan_x"),
+           tilts: Optional[Path] = typer.Option(None, "--tilts", help="4D-STEM tilt series: CSV of file,tilt_deg "
+                                                "(one item per file, sorted by angle)")):
     """Validate raw files and write them into a zarr v3 store (nothing is written when a check fails)."""
     with _user_errors(output):
         t0 = time.perf_counter()
@@ -258,6 +260,11 @@ def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF
             from .stem.calibration import load_calibration  # noqa: PLC0415
 
             stem_cal = load_calibration(calibration, **stem_flags)
+        if tilts is not None:  # 3D ED tilt series (docs/ed3d.md)
+            from .ed3d.tilts import read_tilts_csv  # noqa: PLC0415
+            from .stem.calibration import Calibration  # noqa: PLC0415
+
+            stem_cal = (stem_cal or Calibration()).model_copy(update={"tilt_angles_rad": read_tilts_csv(tilts, files)})
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NearFieldWarning)
             path = _ingest(files, output, overwrite, kind, fmt=fmt, spec=spec, dark=dark, flat=flat, mask=mask,
@@ -403,6 +410,11 @@ from .stem.cli import register as _register_stem  # noqa: E402
 
 _register_stem(app)
 
+# 3D ED from 4D-STEM tilt series: ``ptyhpc ed3d STORE -o OUTDIR`` (ptyhpc/ed3d/cli.py).
+from .ed3d.cli import register as _register_ed3d  # noqa: E402
+
+_register_ed3d(app)
+
 
 @app.command()
 def info(store: Path = typer.Argument(..., help="zarr store")):
@@ -480,12 +492,17 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/re
 
     with _user_errors():
         wanted = [s.strip() for s in stages.split(",") if s.strip()]
-        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "spectro", "stem"}
+        unknown = set(wanted) - {"ingest", "ptycho", "tomo", "spectro", "stem", "ed3d"}
         if unknown or not wanted:
-            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, spectro, stem")
+            raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, spectro, stem, "
+                             "ed3d")
         rc, files = load_recipe(recipe)
         if rc.stem is not None and stages == "ingest,ptycho,tomo":
             wanted = ["ingest", "stem"]
+        if rc.ed3d is not None and stages == "ingest,ptycho,tomo":  # 3D ED (docs/ed3d.md)
+            wanted = ["ingest"] + (["stem"] if rc.stem is not None else []) + ["ed3d"]
+        if "ed3d" in wanted and rc.ed3d is None:
+            raise ValueError(f"{recipe}: --stages ed3d needs an ed3d: section (at least output: FOLDER)")
         cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         if cfg.kind == "mpi":
             from .cluster import run_with_client  # noqa: PLC0415
@@ -515,7 +532,7 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
                           markup=False, highlight=False, soft_wrap=True)
     if rc.spectro is None:
         wanted = [w for w in wanted if w != "spectro"]
-    if not ({"ptycho", "tomo", "spectro", "stem"} & set(wanted)):
+    if not ({"ptycho", "tomo", "spectro", "stem", "ed3d"} & set(wanted)):
         return
     _require_store(store)
     figures = _figures_dir(store, Path(rc.figures) if rc.figures else None)
@@ -541,6 +558,14 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
             out = run_stem(store, rc.stem or {}, client=c, figures_dir=figures)
             timings["stem"] = time.perf_counter() - t
             console.print(f"4D-STEM: {len(out['done'])} items done in {timings['stem']:.1f} s; figures in {figures}")
+        if "ed3d" in wanted:
+            from .ed3d.stage import run_ed3d  # noqa: PLC0415
+
+            t = time.perf_counter()
+            opts = {k: v for k, v in (rc.ed3d or {}).items() if k != "output"}
+            out = run_ed3d(store, rc.ed3d["output"], opts, client=c)
+            timings["ed3d"] = time.perf_counter() - t
+            console.print(f"3D ED: {out['n_particles']} particles in {timings['ed3d']:.1f} s; {rc.ed3d['output']}")
         if "ptycho" in wanted:
             t = time.perf_counter()
             ptycho_out.update(_ptycho(c, store, rc.ptycho_params(), figures))
@@ -562,6 +587,9 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
     elif _with_cluster(cfg, store, lambda c: compute(c) or True, preflight=preflight) is None:
         return   # nothing to do; said so by the preflight
     timings["total"] = time.perf_counter() - t0
+    if not ({"ptycho", "tomo"} & set(wanted)):  # 4D-STEM / 3D ED only: the report is about ptychography
+        console.print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        return
     report = Path(rc.report) if rc.report else store.parent / (store.stem + "_report.txt")
     # Figures of merit against the truth need the tomogram (and a tilt series).
     truth = rc.truth if tomo_out else None

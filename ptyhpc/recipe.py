@@ -64,6 +64,7 @@ class InputSpec(_Strict):
     focus_to_sample_m: Optional[float] = None  # near field, divergent beam: focus-to-sample distance z1, m
     calibration: Optional[dict] = None  # 4D-STEM formats (mib|arina|empad): keys of ptyhpc.stem.calibration
     zone_plate: Optional[dict] = None  # X-rays: outer_diameter_m, outer_zone_width_m[, central_stop_diameter_m]
+    tilts: Optional[str] = None  # 4D-STEM tilt series: CSV file,tilt_deg (-> calibration tilt_angles_rad)
 
     @model_validator(mode="after")
     def _check_propagation(self):
@@ -73,7 +74,7 @@ class InputSpec(_Strict):
 
     def ingest_options(self) -> dict:
         """Keywords for :func:`ptyhpc.io.readers.ingest_files` (``fmt`` for ``format``; unset ones left out)."""
-        opts = {k: v for k, v in self.model_dump(exclude={"files", "format"}).items() if v is not None}
+        opts = {k: v for k, v in self.model_dump(exclude={"files", "format", "tilts"}).items() if v is not None}
         return {"fmt": self.format, **opts}
 
 
@@ -96,6 +97,7 @@ class Recipe(_Strict):
     tomo: TomoSpec = TomoSpec()  # tomography settings (below)
     spectro: Optional[SpectroSpec] = None  # energy stacks: ptyhpc.spectro (paths relative to the recipe)
     stem: Optional[dict] = None  # 4D-STEM stage settings (ptyhpc.stem.stage.StemOptions); runs stage "stem"
+    ed3d: Optional[dict] = None  # 3D ED stage: output (folder) + ptyhpc.ed3d.stage.ED3DOptions; runs stage "ed3d"
     truth: Optional[str] = None  # folder with a simulation's ground truth: adds figures of merit to the report
 
     @field_validator("stem")
@@ -105,6 +107,17 @@ class Recipe(_Strict):
 
         if v is not None:
             StemOptions(**v)  # names a bad key or value
+        return v
+
+    @field_validator("ed3d")
+    @classmethod
+    def _check_ed3d(cls, v):
+        from .ed3d.stage import ED3DOptions  # noqa: PLC0415
+
+        if v is not None:
+            if "output" not in v:
+                raise ValueError("ed3d: needs output (the folder for tracks.csv and particle_NNN/)")
+            ED3DOptions(**{k: x for k, x in v.items() if k != "output"})  # names a bad key or value
         return v
 
     @field_validator("ptycho")
@@ -186,6 +199,14 @@ def load_recipe(path: str | Path) -> tuple[Recipe, list[Path]]:
     inp = recipe.input.model_copy(update={"spec": resolve(recipe.input.spec),
                                           **{k: resolve_file_path(getattr(recipe.input, k))
                                              for k in ("dark", "flat", "mask")}})
+    if inp.tilts is not None:  # 3D ED tilt series: the table's angles go where ingest takes them
+        from .ed3d.tilts import read_tilts_csv  # noqa: PLC0415
+
+        angles = read_tilts_csv(resolve(inp.tilts), files)
+        inp = inp.model_copy(update={"tilts": resolve(inp.tilts),
+                                     "calibration": {**(inp.calibration or {}), "tilt_angles_rad": angles}})
+    if recipe.ed3d is not None:
+        recipe = recipe.model_copy(update={"ed3d": {**recipe.ed3d, "output": resolve(recipe.ed3d["output"])}})
     recipe = recipe.model_copy(update={"store": resolve(recipe.store), "figures": resolve(recipe.figures),
                                        "report": resolve(recipe.report), "truth": resolve(recipe.truth),
                                        "input": inp,
