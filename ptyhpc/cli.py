@@ -471,12 +471,16 @@ def verify(store: Path = typer.Argument(..., help="zarr store"),
         raise typer.Exit(EXIT_FAILED)
 
 
+#: The stages `ptyhpc run` runs unless --stages says otherwise.
+_RUN_STAGES = "ingest,ptycho,tomo,spectro"
+
+
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/recipes.md; example: "
                                                 "examples/cnt_demo.yaml)"),
-        stages: str = typer.Option("ingest,ptycho,tomo,spectro", help="comma-separated subset of ingest,ptycho,"
-                                   "tomo,spectro,stem (spectro: when the recipe has a spectro: section; a recipe "
-                                   "with a stem: section: ingest,stem)"),
+        stages: str = typer.Option(_RUN_STAGES, help="comma-separated subset of ingest,ptycho,tomo,spectro,stem,"
+                                   "ed3d (spectro: when the recipe has a spectro: section; a recipe with a stem: "
+                                   "or ed3d: section runs ingest and those by default)"),
         cluster: Optional[str] = typer.Option(None, help=_CLUSTER_HELP),
         site_config: Optional[Path] = typer.Option(None, help="site configuration YAML (default: $PTYHPC_SITE_CONFIG)"),
         scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (kind address)"),
@@ -497,10 +501,9 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (every key: docs/re
             raise ValueError(f"--stages: unknown stage(s) {sorted(unknown)}; use ingest, ptycho, tomo, spectro, stem, "
                              "ed3d")
         rc, files = load_recipe(recipe)
-        if rc.stem is not None and stages == "ingest,ptycho,tomo":
-            wanted = ["ingest", "stem"]
-        if rc.ed3d is not None and stages == "ingest,ptycho,tomo":  # 3D ED (docs/ed3d.md)
-            wanted = ["ingest"] + (["stem"] if rc.stem is not None else []) + ["ed3d"]
+        if stages == _RUN_STAGES and (rc.stem is not None or rc.ed3d is not None):
+            # A 4D-STEM recipe (docs/stem.md, docs/ed3d.md) has no ptychography or tomography to run.
+            wanted = ["ingest"] + (["stem"] if rc.stem is not None else []) + (["ed3d"] if rc.ed3d is not None else [])
         if "ed3d" in wanted and rc.ed3d is None:
             raise ValueError(f"{recipe}: --stages ed3d needs an ed3d: section (at least output: FOLDER)")
         cfg = _config(rc.cluster_settings(), _cluster_flags(cluster, scheduler, workers, gpus), site_config)
