@@ -96,6 +96,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1, help="passes per measurement; the fastest is reported")
     ap.add_argument("--dir", type=Path, default=None, help="where to put the store (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the store")
+    ap.add_argument("--uncompressed", action="store_true",
+                    help="also an uncompressed store: read, bf/abf/adf and CoM on it (like LiberTEM's raw .mib)")
     ap.add_argument("--libertem", action="store_true", help="also LiberTEM SumUDF/ApplyMasksUDF on the .mib")
     ap.add_argument("--libertem-python", default=None, help="python of a venv with libertem (if not importable here)")
     args = ap.parse_args(argv)
@@ -126,6 +128,11 @@ def main(argv=None):
         disk = sum(f.stat().st_size for f in (root / "scan.zarr").rglob("*") if f.is_file())
         emit(bench="ingest", raw_gb=round(raw / 1e9, 3), seconds=round(dt, 2), gb_per_s=round(raw / 1e9 / dt, 3),
              store_gb=round(disk / 1e9, 3), compression=round(raw / disk, 2))
+        raw_store = None
+        if args.uncompressed:
+            t = time.perf_counter()
+            raw_store = ingest_stem([mib], root / "raw.zarr", calibration=cal, progress=False, compress=False)
+            emit(bench="ingest_uncompressed", seconds=round(time.perf_counter() - t, 2))
         if not args.libertem:
             mib.unlink()
         g = open_store(store)
@@ -167,6 +174,14 @@ def main(argv=None):
                                                            partition_bytes=pbytes, fuse=fuse))
                 emit(bench=f"{name}_vs_read", ratio=round(read[0] / dt, 3), cpu_ratio=round(read[1] / cpu, 3),
                      target=0.7)
+            if raw_store is not None:
+                read = timed("read_uncompressed", lambda: client.gather([client.submit(
+                    _read_partition, str(raw_store), 0, a, z, chunk, pure=False) for a, z in parts]))
+                for name, an in (("virtual_bf_abf_adf_uncompressed", [virt]), ("com_uncompressed", [com])):
+                    dt, cpu = timed(name, lambda: run_analyses(raw_store, an, client=client, progress=False,
+                                                               partition_bytes=pbytes))
+                    emit(bench=f"{name}_vs_read", ratio=round(read[0] / dt, 3), cpu_ratio=round(read[1] / cpu, 3),
+                         target=0.7)
         if args.libertem:
             libertem_bench(mib, scan, masks, args, raw)
         ssb_bench(quick=args.quick)
