@@ -135,6 +135,15 @@ def test_virtual_images_one_and_two_workers_equal_numpy(tmp_path):
     np.testing.assert_allclose(one[1]["com_x"].ravel(), (f * (xx - det.centre[1])).sum((1, 2)) / tot, atol=1e-4)
     np.testing.assert_allclose(one[2]["sum"], f.sum(0), rtol=1e-9)
     np.testing.assert_array_equal(one[2]["max"], f.max(0))
+    # Linear analyses alone: one fused product on slab-converted frames (37-frame chunks, 8-frame slabs), and
+    # each analysis on its own (fuse=False): the same numbers as NumPy.
+    for fuse in (True, False):
+        lin = run_analyses(store, analyses[:2], progress=False, partition_bytes=80 * 2048, fuse=fuse)
+        for name, m in masks.items():
+            np.testing.assert_allclose(lin[0][name].ravel(), (f * m).sum((1, 2)), rtol=1e-6)
+        np.testing.assert_allclose(lin[1]["com_y"].ravel(), (f * (yy - det.centre[0])).sum((1, 2)) / tot, atol=1e-4)
+        np.testing.assert_allclose(lin[1]["com_x"].ravel(), (f * (xx - det.centre[1])).sum((1, 2)) / tot, atol=1e-4)
+        np.testing.assert_allclose(lin[1]["total"].ravel(), tot, rtol=1e-6)
     # CoM inside a disk of 1.2 r_BF, counts below 3 zeroed first.
     disk = np.hypot(yy - det.centre[0], xx - det.centre[1]) <= 1.2 * det.bf_radius_px
     got = run_analyses(store, [CentreOfMass(det.centre, disk, 3.0)], progress=False)[0]

@@ -110,3 +110,16 @@ def test_errors_name_file_and_field(tmp_path):
     with pytest.raises(IngestError, match="bad.yaml: beam_energy: Extra inputs"):
         load_calibration(tmp_path / "bad.yaml")
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_uncompressed_store_same_frames(tmp_path):
+    """``compress=False`` writes ``frames`` without a codec; the frames and the store are the same otherwise."""
+    from ptyhpc.stem.ingest import ingest_stem
+
+    frames = _frames((12, 16, 20))
+    mib = write_mib(tmp_path / "scan.mib", frames, scan_x=4)
+    cal = Calibration(**CAL)
+    raw = ingest_stem([mib], tmp_path / "raw.zarr", calibration=cal, progress=False, compress=False)
+    g = _check_store(raw, frames, (3, 4), "mib")
+    assert g["frames"].compressors == ()
+    assert open_store(ingest_stem([mib], tmp_path / "z.zarr", calibration=cal, progress=False))["frames"].compressors

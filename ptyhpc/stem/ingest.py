@@ -62,7 +62,7 @@ def _check_together(scans: Sequence[StemScan]) -> None:
 
 def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, fmt: str = "auto",
                 calibration: Calibration | None = None, overwrite: bool = False, progress: bool = True,
-                chunk_bytes: int = CHUNK_BYTES, shard_bytes: int = SHARD_BYTES) -> Path:
+                chunk_bytes: int = CHUNK_BYTES, shard_bytes: int = SHARD_BYTES, compress: bool = True) -> Path:
     """Read 4D-STEM files (one scan each) and write them into a new store.
 
     Parameters
@@ -79,6 +79,9 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
     overwrite, progress : bool
     chunk_bytes, shard_bytes : int
         Target sizes of a chunk and a shard of ``frames`` (:func:`stem_chunking`).
+    compress : bool
+        Blosc lz4 + bitshuffle on ``frames`` (default). False stores them raw:
+        more disk, no decompression on every analysis pass (docs/stem.md).
 
     Returns
     -------
@@ -155,7 +158,8 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
         })
         frames = root.create_array(
             FRAMES, shape=(n, n_pos, *det), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle), fill_value=0,
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle) if compress else None,
+            fill_value=0,
             dimension_names=("item", "position", "det_y", "det_x"))
         root.create_array(POSITIONS, data=np.broadcast_to(pos, (n, n_pos, 2)).copy(), chunks=(n, n_pos, 2),
                           attributes={"axes": ["y", "x"], "units": "m"}, dimension_names=("item", "position", "axis"))

@@ -99,19 +99,24 @@ def standard_masks(shape, det: DetectorGeometry, names=("bf", "abf", "adf"), adf
 
 @dataclass
 class VirtualDetectors(Analysis):
-    """Per position: Σ_pixels mask · frame for each mask (one matrix product per block)."""
+    """Per position: Σ_pixels mask · frame for each mask (linear: fused into the pass's one matrix product)."""
 
     masks: dict
 
     def outputs(self, ctx: StemContext):
         return {name: Output("position") for name in self.masks}
 
+    def linear(self, ctx):
+        return np.stack([np.asarray(m, np.float32).ravel() for m in self.masks.values()], 1)
+
     def prepare(self, ctx, xp):
-        return xp.asarray(np.stack([m.ravel() for m in self.masks.values()]).T, dtype=xp.float32)
+        return xp.asarray(self.linear(ctx))
+
+    def finish(self, products, index, state, ctx, xp):
+        return {name: products[:, k] for k, name in enumerate(self.masks)}
 
     def process(self, frames, index, state, ctx, xp):
-        out = frames.reshape(len(frames), -1) @ state
-        return {name: out[:, k] for k, name in enumerate(self.masks)}
+        return self.finish(frames.reshape(len(frames), -1) @ state, index, state, ctx, xp)
 
 
 @dataclass
@@ -149,18 +154,27 @@ class CentreOfMass(Analysis):
     def outputs(self, ctx):
         return {"com_y": Output("position"), "com_x": Output("position"), "total": Output("position")}
 
-    def prepare(self, ctx, xp):
+    def _weights(self, ctx):
         shape = ctx.detector_shape
         m = np.ones(shape, np.float32) if self.mask is None else np.asarray(self.mask, np.float32)
         yy, xx = np.indices(shape, dtype=np.float32)
-        w = np.stack([m.ravel(), (m * (yy - self.centre[0])).ravel(), (m * (xx - self.centre[1])).ravel()]).T
-        return xp.asarray(w)
+        return np.stack([m.ravel(), (m * (yy - self.centre[0])).ravel(), (m * (xx - self.centre[1])).ravel()], 1)
+
+    def linear(self, ctx):
+        # A threshold makes the CoM non-linear in the frame: then it runs on the float32 frames (process).
+        return self._weights(ctx) if self.threshold is None else None
+
+    def prepare(self, ctx, xp):
+        return xp.asarray(self._weights(ctx))
 
     def process(self, frames, index, state, ctx, xp):
         f = frames.reshape(len(frames), -1)
         if self.threshold is not None:
             f = f * (f >= self.threshold)
-        s = f @ state
+        return self.finish(f @ state, index, state, ctx, xp)
+
+    def finish(self, products, index, state, ctx, xp):
+        s = products
         total = s[:, 0]
         safe = xp.where(total > 0, total, 1)
         return {"com_y": xp.where(total > 0, s[:, 1] / safe, 0), "com_x": xp.where(total > 0, s[:, 2] / safe, 0),
