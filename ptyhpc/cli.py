@@ -166,15 +166,15 @@ def _ptycho(client, store: Path, params, figures: Path) -> dict:
     return out
 
 
-def _tomo(client, store: Path, figures: Path, n_iter: int, nonneg: bool, align: bool, **options) -> dict:
+def _tomo(client, store: Path, figures: Path, options) -> dict:
+    """Run the tomography stage with ``options`` (:class:`ptyhpc.tomo.options.TomoOptions`, validated)."""
     from .pipeline.ome import write_ome_tomograms  # noqa: PLC0415
-    from .tomo.stage import run_tomo  # noqa: PLC0415
+    from .tomo import stage  # noqa: PLC0415
 
     if _is_energy_stack(store):
         console.print("tomography skipped: the store is an energy stack")
         return {}
-    out = run_tomo(str(store), client=client, n_iter=n_iter, nonneg=nonneg, align=align, figures_dir=str(figures),
-                   **{k: v for k, v in options.items() if v is not None})
+    out = stage.run_tomo(str(store), options, client=client, figures_dir=str(figures))
     ome = write_ome_tomograms(store)
     _remember_figures(store, figures)
     console.print(f"tomography done; figures in {figures}; for viewers: {', '.join(map(str, ome))} "
@@ -315,18 +315,18 @@ def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
                 scheduler: Optional[str] = typer.Option(None, help="dask scheduler address or scheduler file (kind address)"),
                 workers: Optional[int] = typer.Option(None, help="LocalCluster workers (default: all cores)"),
                 gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm); tasks then ask for GPU=1"),
-                engine: str = typer.Option("rpie", help="rpie | epie | mpie | lsqml | er | dm (chains, probe modes, position correction: a recipe's ptycho: section)"),
+                engine: str = typer.Option("rpie", help="engine name (ptyhpc.ptycho.engines.ENGINES; chains, probe modes, position correction: a recipe's ptycho: section)"),
                 n_iter: int = typer.Option(60, help="iterations per item"),
                 backend: str = typer.Option("auto", help="auto | numpy | cupy"),
                 warm_start: bool = typer.Option(False, help="start items from a finished neighbour's probe"),
                 restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
                 figures: Optional[Path] = typer.Option(None, help=_FIGURES_HELP)):
     """Reconstruct every pending item, one dask task per item; reruns skip finished items."""
-    from .pipeline.ptycho_stage import PtychoParams  # noqa: PLC0415
+    from .ptycho.options import PtychoOptions  # noqa: PLC0415
 
     with _user_errors(store):
         _require_store(store)
-        params = PtychoParams(engine=engine, n_iter=n_iter, backend=backend, warm_start=warm_start)
+        params = PtychoOptions(engine=engine, n_iter=n_iter, backend=backend, warm_start=warm_start)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         fig = _figures_dir(store, figures)
         hint = f"ptyhpc reconstruct {store} --restart"
@@ -346,7 +346,7 @@ def reconstruct_item_cmd(store: Path = typer.Argument(..., help="ingested zarr s
                          index: int = typer.Argument(..., help="item index (0-based, e.g. $SLURM_ARRAY_TASK_ID)"),
                          recipe: Optional[Path] = typer.Option(None, help="take the ptycho settings from this recipe"),
                          n_iter: int = typer.Option(60, help="iterations (without --recipe)"),
-                         engine: str = typer.Option("rpie", help="rpie | epie | mpie | lsqml | er | dm (without --recipe)"),
+                         engine: str = typer.Option("rpie", help="engine name, as for reconstruct (without --recipe)"),
                          backend: str = typer.Option("auto", help="auto | numpy | cupy (without --recipe)")):
     """Reconstruct one item in this process (one element of a SLURM job array).
 
@@ -355,14 +355,15 @@ def reconstruct_item_cmd(store: Path = typer.Argument(..., help="ingested zarr s
     """
     from .io import n_items, open_store  # noqa: PLC0415
     from .pipeline.lock import run_lock, setup_lock  # noqa: PLC0415
-    from .pipeline.ptycho_stage import PtychoParams, prepare_results, reconstruct_item  # noqa: PLC0415
+    from .pipeline.ptycho_stage import prepare_results, reconstruct_item  # noqa: PLC0415
+    from .ptycho.options import PtychoOptions  # noqa: PLC0415
     from .recipe import load_recipe  # noqa: PLC0415
 
     with _user_errors(store):
         if recipe is not None:
             params = load_recipe(recipe)[0].ptycho_params()
         else:
-            params = PtychoParams(n_iter=n_iter, engine=engine, backend=backend)
+            params = PtychoOptions(n_iter=n_iter, engine=engine, backend=backend)
         if params.warm_start:
             raise ValueError("warm_start is not available for single items (array elements cannot wait for "
                              "their anchor); run the store with ptyhpc reconstruct")
@@ -393,6 +394,7 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
          figures: Optional[Path] = typer.Option(None, help=_FIGURES_HELP)):
     """Offset/ramp removal, alignment, FBP and SIRT of the per-angle phases, slab-parallel."""
     from .pipeline.preflight import check_tomo_ready  # noqa: PLC0415
+    from .tomo.options import TomoOptions  # noqa: PLC0415
 
     with _user_errors(store):
         _require_store(store)
@@ -400,9 +402,9 @@ def tomo(store: Path = typer.Argument(..., help="store with finished ptychograph
             check_tomo_ready(store)
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, None), site_config)
         fig = _figures_dir(store, figures)
-        _with_cluster(cfg, store, lambda c: _tomo(c, store, fig, n_iter, nonneg, align,
-                                                  channel=channel, center_method=center_method,
-                                                  slab_size=slab_size))
+        opts = TomoOptions(n_iter=n_iter, nonneg=nonneg, align=align, channel=channel,
+                           center_method=center_method, slab_size=slab_size)
+        _with_cluster(cfg, store, lambda c: _tomo(c, store, fig, opts))
 
 
 # 4D-STEM: ``ptyhpc stem STORE`` (ptyhpc/stem/cli.py).
@@ -575,7 +577,7 @@ def _run_stages(client, rc, files, wanted, cfg, recipe_path=None, restart=False)
             timings["ptycho"] = time.perf_counter() - t
         if "tomo" in wanted:
             t = time.perf_counter()
-            tomo_out.update(_tomo(c, store, figures, rc.tomo.n_iter, rc.tomo.nonneg, rc.tomo.align))
+            tomo_out.update(_tomo(c, store, figures, rc.tomo))
             timings["tomo"] = time.perf_counter() - t
         if "spectro" in wanted:
             t = time.perf_counter()

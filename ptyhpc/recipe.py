@@ -26,7 +26,6 @@ the options of ``ptyhpc ingest`` (see :class:`InputSpec`), e.g. for the PETRA II
 from __future__ import annotations
 
 import glob
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -34,8 +33,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .io import layout
-from .pipeline.ptycho_stage import PtychoParams
+from .ptycho.options import PtychoOptions, options_from_section
 from .spectro.options import SpectroSpec
+from .tomo.options import TomoOptions
 
 __all__ = ["Recipe", "load_recipe"]
 
@@ -78,12 +78,8 @@ class InputSpec(_Strict):
         return {"fmt": self.format, **opts}
 
 
-class TomoSpec(_Strict):
-    """Options of the tomography stage (those of `ptyhpc tomo`)."""
-
-    n_iter: int = Field(default=100, ge=1)  # SIRT iterations
-    nonneg: bool = True  # non-negativity in SIRT
-    align: bool = True  # align the projections (vertical, centre of rotation, projection matching)
+#: The ``tomo:`` section's model under its original name.
+TomoSpec = TomoOptions
 
 
 class Recipe(_Strict):
@@ -93,8 +89,8 @@ class Recipe(_Strict):
     report: Optional[str] = None  # text report (default: STORE_report.txt next to the store)
     overwrite: bool = False  # re-ingest into an existing store (else the run resumes)
     cluster: dict = Field(default_factory=dict)  # where the tasks run (below); command-line flags override it
-    ptycho: dict = Field(default_factory=dict)  # ptychography settings (below), the defaults of `ptyhpc reconstruct`
-    tomo: TomoSpec = TomoSpec()  # tomography settings (below)
+    ptycho: dict = Field(default_factory=dict)  # ptychography settings (below; flat or grouped), the defaults of `ptyhpc reconstruct`
+    tomo: TomoOptions = TomoOptions()  # tomography settings (below)
     spectro: Optional[SpectroSpec] = None  # energy stacks: ptyhpc.spectro (paths relative to the recipe)
     stem: Optional[dict] = None  # 4D-STEM stage settings (ptyhpc.stem.stage.StemOptions); runs stage "stem"
     ed3d: Optional[dict] = None  # 3D ED stage: output (folder) + ptyhpc.ed3d.stage.ED3DOptions; runs stage "ed3d"
@@ -123,12 +119,7 @@ class Recipe(_Strict):
     @field_validator("ptycho")
     @classmethod
     def _check_ptycho(cls, v):
-        known = {f.name for f in fields(PtychoParams)}
-        unknown = set(v) - known
-        if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} "
-                             f"(known keys here: {', '.join(sorted(known))})")
-        PtychoParams(**v)  # raises on bad values
+        options_from_section(v)  # raises naming ptycho.KEY; the section stays as written (flat or grouped)
         return v
 
     @field_validator("cluster")
@@ -139,9 +130,9 @@ class Recipe(_Strict):
         ClusterConfig.model_validate({k: x for k, x in v.items() if x is not None})  # names a bad key
         return v
 
-    def ptycho_params(self) -> PtychoParams:
-        """The ``ptycho`` section as :class:`PtychoParams`."""
-        return PtychoParams(**self.ptycho)
+    def ptycho_params(self) -> PtychoOptions:
+        """The ``ptycho`` section as :class:`~ptyhpc.ptycho.options.PtychoOptions` (groups merged)."""
+        return options_from_section(self.ptycho)
 
     def cluster_settings(self) -> dict:
         """The ``cluster`` section (unset keys left out), a layer for :func:`ptyhpc.cluster.resolve_config`."""
@@ -243,6 +234,8 @@ def recipe_error_text(path, exc: ValidationError) -> str:
             lines.append(f"{key}: unknown key{known}")
         elif kind == "missing":
             lines.append(f"{key}: missing (this key is required)")
+        elif msg.startswith(f"{key}."):
+            lines.extend(msg.split("; "))   # a section checked by its own model names each key itself
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"

@@ -74,6 +74,30 @@ def open_store(path: str | PathLike, mode: str = "r") -> zarr.Group:
     return group
 
 
+def open_results_store(path: str | Path, mode: str = "r+") -> zarr.Group:
+    """Open a store for a stage that reads only earlier results (the tomography stage).
+
+    A store that says it is a ptyhpc store (``ptyhpc_schema``) gets every check of
+    :func:`open_store`; a zarr v3 group without that attribute (results written by
+    another program, with the arrays the stage needs) is opened as it is.
+
+    Raises
+    ------
+    StoreError
+        As :func:`open_store`: path missing, not a zarr v3 group, unknown schema
+        version, incomplete ingest.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    try:
+        attrs = zarr.open_group(path, mode="r", zarr_format=3).attrs
+    except Exception as err:  # zarr raises several types for "not a group"
+        raise StoreError(f"{path}: not a zarr v3 group ({type(err).__name__}: {err})") from err
+    if "ptyhpc_schema" in attrs:
+        return open_store(path, mode=mode)
+    return zarr.open_group(path, mode=mode, zarr_format=3)
+
 def _where(group: zarr.Group) -> str:
     return str(group.store).removeprefix("file://")
 

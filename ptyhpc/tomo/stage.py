@@ -8,28 +8,31 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from ..io.checksum import result_codecs
+from pydantic import ValidationError
+
+from ..io.store import open_results_store
 from ..io.verify import check_consumed_items
 from ..pipeline.item_status import failure_reasons
+from ..pipeline.results import finish_group, start_group, write_array
+from ..ptycho.options import error_lines
 from ..io.layout import (PTYCHO_ILLUMINATION, PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE, TOMO, TOMO_FBP,
                          TOMO_PROJECTIONS, TOMO_SHIFTS, TOMO_SIRT)
-from .align import (CENTER_METHODS, apply_shifts, consistency_residual, find_center, projection_matching,
+from .align import (apply_shifts, consistency_residual, find_center, projection_matching,
                     remove_offset_ramp, vertical_alignment)
 from .parallel import DEFAULT_SLAB_SIZE, reconstruct_slabs
-from .preprocess import CHANNELS, amplitude_projections, phase_projections
+from .options import TomoOptions
+from .preprocess import amplitude_projections, phase_projections
 
-__all__ = ["run_tomo", "illuminated_box", "TomoInputError", "TOMO_PROJECTIONS"]
+__all__ = ["run_tomo", "tomo_options", "illuminated_box", "TomoInputError", "TomoOptions", "TOMO_PROJECTIONS"]
 
 _ANGSTROM = 1e-10
-#: Every tomo array: crc32c-checked chunks, and all chunks written (an all-zero slab too), so that
-#: ``ptyhpc verify`` can tell a deleted chunk from one that was never needed.
-_CHECKED = {"compressors": result_codecs(), "config": {"write_empty_chunks": True}}
 
 
 class TomoInputError(ValueError):
@@ -110,12 +113,8 @@ def _say(progress, msg: str) -> None:
         print(f"[tomo] {msg}", file=sys.stderr, flush=True)
 
 
-def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonneg: bool = True,
-             align: bool = True, figures_dir: str | PathLike | None = None, progress=True,
-             filter_name: str = "ramp", rotation_axis_x_m: float | None = None,
-             illumination_threshold: float = 0.1, background: str = "dark", border_px: int = 4,
-             align_iter: int = 10, max_shift_px: float | None = None, slab_size: int | None = None,
-             projection_match: bool = True, channel: str = "phase", center_method: str = "consistency") -> dict:
+def run_tomo(store_path: str | PathLike, options: TomoOptions | None = None, *, client=None,
+             figures_dir: str | PathLike | None = None, progress=True, **settings) -> dict:
     """Tomography stage: align the ptycho phase projections and reconstruct (FBP and SIRT).
 
     Parameters
@@ -126,57 +125,22 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         of pixel [0, 0]), ``results/ptycho/status`` (all 1), ``tilt_angle``
         (n_items,) rad and optionally ``results/ptycho/illumination``
         (n_items, H, W) float32.
+    options : TomoOptions, optional
+        The stage's settings (:class:`ptyhpc.tomo.options.TomoOptions`:
+        ``n_iter``, ``nonneg``, ``align``, ``projection_match``,
+        ``align_iter``, ``max_shift_px``, ``center_method``,
+        ``rotation_axis_x_m``, ``channel``, ``background``, ``border_px``,
+        ``illumination_threshold``, ``filter_name``, ``slab_size``).
     client : distributed.Client, optional
         Reconstruct slab-parallel on this client (also used by projection
         matching); None runs in this process.
-    n_iter : int
-        SIRT iterations.
-    nonneg : bool
-        Non-negativity in SIRT (matter has positive potential).
-    align : bool
-        Vertical alignment and projection matching. The rotation axis is
-        estimated either way (:func:`find_center`, consistency criterion)
-        unless ``rotation_axis_x_m`` is given.
-    projection_match : bool
-        With ``align``: iterative projection matching, whose shifts are kept
-        only if they make the row-summed sinogram more consistent (smaller
-        non-negative SIRT reprojection residual) than the unshifted data;
-        ptychographic projections are already registered in the scan frame,
-        and matching must not trade that for a worse fit.
     figures_dir : str or path-like, optional
         Where to write ``tomo_orthoslices.png``, ``tomo_projection_y.png`` and
         ``tomo_sinogram.png``; created if needed. None writes no figures.
     progress : bool or callable
         True prints stage messages to stderr; a callable receives each message.
-    filter_name : str
-        FBP filter (see :func:`ptyhpc.tomo.fbp`).
-    rotation_axis_x_m : float, optional
-        Scan-frame x of the rotation axis when known; skips the estimate.
-    illumination_threshold : float
-        The projections are cropped to the box illuminated above this
-        fraction of each item's maximum in every item.
-    background : {"dark", "robust", "border"}
-        Offset/ramp removal: a plane through the darkest 20 % of each image
-        (vacuum, for objects that fill most of the field: the default), a
-        σ-clipped fit over the whole field (background ≳ 30 % of it), or a
-        fit over a frame of ``border_px`` pixels at the edge of the field.
-    align_iter : int
-        Maximum projection-matching iterations.
-    max_shift_px : float, optional
-        Limit of the alignment shifts (object pixels); default a quarter of
-        the cropped field.
-    slab_size : int, optional
-        Rows per task in :func:`reconstruct_slabs` (and the row chunk of the
-        projections and volumes in the store).
-    channel : {"phase", "amplitude"}
-        Projections from the phase (unwrapped where needed; volume in rad/m)
-        or the amplitude, ``−log |O|`` (absorption; volume in 1/m), see
-        :mod:`ptyhpc.tomo.preprocess`.
-    center_method : {"consistency", "auto", "mirror", "sharpness", "com"}
-        :func:`find_center` method when ``rotation_axis_x_m`` is not given.
-        "consistency" (default) was the most accurate on limited-range
-        (±60°) ptychographic series; "auto" picks mirror pairs or sharpness
-        when the series covers 180°.
+    **settings
+        Fields of :class:`TomoOptions` given one by one (they override ``options``).
 
     Returns
     -------
@@ -193,8 +157,10 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         Missing arrays or attributes, items without a finished ptycho
         result (named in the message), inconsistent shapes, non-square
         pixels, fewer than 3 items or nothing illuminated in common.
+    StoreError
+        Not a ptyhpc store (:func:`ptyhpc.io.open_store`).
     ValueError
-        Unknown ``background``, ``channel`` or ``center_method``, or a
+        A bad setting (naming it; checked before anything is read), or a
         ``border_px`` that does not fit the field.
 
     Notes
@@ -214,9 +180,59 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     The volume grid is ``n × n`` per slice, ``n`` the cropped width, centred
     on the rotation axis, with the object pixel size. The tilt series is
     kept in item order.
+
+    Projection matching's shifts are kept only if they make the row-summed
+    sinogram more consistent (smaller non-negative SIRT reprojection
+    residual) than the unshifted data: ptychographic projections are already
+    registered in the scan frame, and matching must not trade that for a
+    worse fit.
     """
-    t_all = time.perf_counter()
+    opts = tomo_options(options, settings)
     timings: dict[str, float] = {}
+    lap = _stopwatch(timings)
+    root = open_results_store(store_path, mode="r+")   # the checked path: schema, complete ingest
+    tomo = start_group(root, TOMO)
+    inp = _read_input(root, Path(store_path), opts.illumination_threshold)
+    _say(progress, f"{inp.n_items} items, field {inp.field} px cropped from {inp.full}, "
+                   f"pixel {inp.px / _ANGSTROM:.3f} Å")
+    lap("read")
+    phase, unwrapped = _preprocess(inp.obj, opts, progress)
+    lap("preprocess")
+    work, shifts, center = _align(phase, inp, opts, client, progress, lap)
+    vols, origin_vol, axis_x = _write_results(root, work, shifts, center, inp, opts, client, progress, lap)
+    tomo.attrs.update({"center_px": float(center), "rotation_axis_x_m": float(axis_x),
+                       "crop": list(inp.crop), "aligned": bool(opts.align)})
+    lap("write")
+    figures = []
+    if figures_dir is not None:
+        figures = _figures(Path(figures_dir), vols["sirt"], inp.px, origin_vol, inp.angles, phase, work,
+                           opts.channel)
+        lap("figures")
+    finish_group(tomo)
+    timings["total"] = sum(timings.values())
+    _say(progress, f"done in {timings['total']:.1f} s")
+    n_rows, n_cols = work.shape[1:]
+    return {"center_px": float(center), "rotation_axis_x_m": float(axis_x), "shifts_px": shifts,
+            "crop": inp.crop, "shape": (n_rows, n_cols, n_cols), "voxel_size_m": inp.px,
+            "origin_m": tuple(origin_vol), "unwrapped_items": unwrapped, "figures": figures, "timings_s": timings}
+
+
+def tomo_options(options: TomoOptions | None, settings: dict) -> TomoOptions:
+    """``options`` with ``settings`` applied, validated; ValueError naming the bad key.
+
+    Raises
+    ------
+    ValueError
+        ``key: must be >= 1 (got 0)``-style lines, one per bad setting.
+    """
+    base = {} if options is None else options.model_dump()
+    try:
+        return TomoOptions(**{**base, **settings})
+    except ValidationError as exc:
+        raise ValueError("; ".join(error_lines(exc, "tomo", TomoOptions))) from None
+
+
+def _stopwatch(timings: dict):
     tick = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -224,24 +240,32 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         now = time.perf_counter()
         timings[name] = now - tick
         tick = now
+    return lap
 
-    # Checked before anything is read (a slab of 0 rows divided by zero after the whole alignment).
-    if slab_size is not None and (not isinstance(slab_size, (int, np.integer)) or slab_size < 1):
-        raise ValueError(f"slab_size must be an integer >= 1 (rows per task), got {slab_size!r}")
-    if not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
-        raise ValueError(f"n_iter must be an integer >= 1 (SIRT iterations), got {n_iter!r}")
-    if background not in ("dark", "robust", "border"):
-        raise ValueError(f"background must be 'dark', 'robust' or 'border', got {background!r}")
-    if channel not in CHANNELS:
-        raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
-    if center_method not in CENTER_METHODS:
-        raise ValueError(f"center_method must be one of {CENTER_METHODS}, got {center_method!r}")
-    store_path = Path(store_path)
-    root = zarr.open_group(store_path, mode="r+")
-    tomo = root.require_group(TOMO)
-    if "complete" in tomo.attrs:
-        del tomo.attrs["complete"]
 
+@dataclass
+class _Input:
+    """The cropped ptycho objects and what the stage needs to know about them."""
+
+    obj: np.ndarray          # (n_items, rows, cols) complex, cropped
+    angles: np.ndarray       # (n_items,) rad
+    px: float                # object pixel, m
+    y0: float                # scan-frame y of the cropped field's pixel [0, 0], m
+    x0: float
+    crop: tuple              # (r0, r1, c0, c1) object pixels
+    full: str                # "H×W" of the uncropped objects (for messages)
+
+    @property
+    def n_items(self) -> int:
+        return self.obj.shape[0]
+
+    @property
+    def field(self) -> str:
+        return f"{self.obj.shape[1]}×{self.obj.shape[2]}"
+
+
+def _read_input(root, store_path: Path, illumination_threshold: float) -> _Input:
+    """Check the ptycho results every item must have, and read the illuminated box of each object."""
     for name in (PTYCHO_OBJECT, PTYCHO_STATUS, TILT_ANGLE):
         if not isinstance(root.get(name), zarr.Array):
             raise TomoInputError(f"{store_path}: array {name!r} missing")
@@ -266,8 +290,7 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
             raise TomoInputError(f"{store_path}: {PTYCHO_OBJECT} has no attribute {key!r}")
     px = _pixel_size(obj_arr.attrs)
     origin = np.asarray(obj_arr.attrs["origin_m"], dtype=np.float64)
-    n_items, H, W = obj_arr.shape
-
+    _, H, W = obj_arr.shape
     if isinstance(root.get(PTYCHO_ILLUMINATION), zarr.Array):
         illum = _read(root[PTYCHO_ILLUMINATION], slice(None), store_path)
         if illum.shape != obj_arr.shape:
@@ -277,48 +300,50 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
     else:
         r0, r1, c0, c1 = 0, H, 0, W
     obj = _read(obj_arr, (slice(None), slice(r0, r1), slice(c0, c1)), store_path)
-    y0, x0 = origin[0] + r0 * px, origin[1] + c0 * px
-    _say(progress, f"{n_items} items, field {r1 - r0}×{c1 - c0} px cropped from {H}×{W}, pixel {px / _ANGSTROM:.3f} Å")
-    lap("read")
+    return _Input(obj, angles, px, origin[0] + r0 * px, origin[1] + c0 * px, (r0, r1, c0, c1), f"{H}×{W}")
 
-    if channel == "phase":
+
+def _preprocess(obj: np.ndarray, opts: TomoOptions, progress) -> tuple[np.ndarray, list[int]]:
+    """Projections of the chosen channel with the offset/ramp removed; the items whose phase was unwrapped."""
+    if opts.channel == "phase":
         phase, unwrapped = _phase(obj)
         if unwrapped:
             _say(progress, f"phase unwrapped in items {unwrapped}")
     else:
         phase, unwrapped = amplitude_projections(obj), []
-    del obj
-    if background == "border":
+    if opts.background == "border":
         mask = np.zeros(phase.shape[1:], dtype=bool)
-        b = int(border_px)
+        b = int(opts.border_px)
         if not 1 <= b < min(mask.shape) / 2:
-            raise ValueError(f"border_px must be in [1, {min(mask.shape) / 2:.0f}), got {border_px}")
+            raise ValueError(f"border_px must be in [1, {min(mask.shape) / 2:.0f}), got {opts.border_px}")
         mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = True, True, True, True
-        phase = remove_offset_ramp(phase, mask)
-    else:
-        phase = remove_offset_ramp(phase, method=background)
-    lap("preprocess")
+        return remove_offset_ramp(phase, mask), unwrapped
+    return remove_offset_ramp(phase, method=opts.background), unwrapped
 
+
+def _align(phase: np.ndarray, inp: _Input, opts: TomoOptions, client, progress, lap):
+    """Vertical alignment, the rotation axis, projection matching: (aligned projections, shifts, centre column)."""
+    angles = inp.angles
     n_rows, n_cols = phase.shape[1:]
-    max_shift = max(n_rows, n_cols) / 4 if max_shift_px is None else float(max_shift_px)
-    shifts = np.zeros((n_items, 2))
-    if align:
+    max_shift = max(n_rows, n_cols) / 4 if opts.max_shift_px is None else float(opts.max_shift_px)
+    shifts = np.zeros((inp.n_items, 2))
+    if opts.align:
         _, shifts[:, 0] = vertical_alignment(phase, angles, max_shift=max_shift)
         lap("vertical_alignment")
     work = apply_shifts(phase, shifts)
-    if rotation_axis_x_m is None:
-        center = find_center(work, angles, method=center_method)
+    if opts.rotation_axis_x_m is None:
+        center = find_center(work, angles, method=opts.center_method)
     else:
-        center = (float(rotation_axis_x_m) - x0) / px
+        center = (float(opts.rotation_axis_x_m) - inp.x0) / inp.px
     lap("find_center")
     _say(progress, f"rotation axis at column {center:.2f} of the cropped field")
-    if align and projection_match:
+    if opts.align and opts.projection_match:
         binning = max(1, int(np.ceil(max(n_rows, n_cols) / 128)))
 
         def pm_progress(it, change):
             _say(progress, f"projection matching iteration {it}: largest shift update {change:.3f} px")
 
-        _, pm = projection_matching(work, angles, center=center, n_iter=align_iter, max_shift=max_shift,
+        _, pm = projection_matching(work, angles, center=center, n_iter=opts.align_iter, max_shift=max_shift,
                                     binning=binning, client=client, progress=pm_progress)
         trial = apply_shifts(phase, shifts + pm)   # one interpolation of the data, not two
         before, after = consistency_residual(work, angles, center), consistency_residual(trial, angles, center)
@@ -329,67 +354,41 @@ def run_tomo(store_path: str | PathLike, *, client=None, n_iter: int = 100, nonn
         else:
             _say(progress, f"projection matching rejected: residual {before:.4f} -> {after:.4f}")
         lap("projection_matching")
+    return work, shifts, center
 
-    axis_x = x0 + center * px
+
+def _write_results(root, work, shifts, center, inp: _Input, opts: TomoOptions, client, progress, lap):
+    """Write the projections, FBP and SIRT volumes (slab by slab) and the shifts; (volumes, origin, axis x)."""
+    n_items, n_rows, n_cols = work.shape
+    px, channel = inp.px, opts.channel
+    axis_x = inp.x0 + center * px
     half = (n_cols - 1) / 2 * px
-    origin_vol = [float(y0), float(-half), float(axis_x - half)]
-    common = {
-        "axes": ["y", "z", "x"],
-        "voxel_size_m": px,
-        "origin_m": origin_vol,
-        "rotation_axis_x_m": float(axis_x),
-        "units": "rad/m" if channel == "phase" else "1/m",
-        "channel": channel,
-    }
+    origin_vol = [float(inp.y0), float(-half), float(axis_x - half)]
+    common = {"axes": ["y", "z", "x"], "voxel_size_m": px, "origin_m": origin_vol, "rotation_axis_x_m": float(axis_x),
+              "units": "rad/m" if channel == "phase" else "1/m", "channel": channel}
     # Row chunks = slabs: each task reads its own rows of the projections and writes its own
     # chunk of the volume; the client holds neither volume.
-    slab = min(n_rows, DEFAULT_SLAB_SIZE if slab_size is None else int(slab_size))
-    proj_arr = root.create_array(TOMO_PROJECTIONS, shape=work.shape, dtype="float32",
-                                 chunks=(n_items, slab, n_cols), overwrite=True, **_CHECKED)
-    proj_arr[:] = work
-    proj_arr.attrs.update({"axes": ["item", "y", "x"], "units": "rad" if channel == "phase" else "1",
-                           "channel": channel, "pixel_size_m": px})
+    slab = min(n_rows, DEFAULT_SLAB_SIZE if opts.slab_size is None else int(opts.slab_size))
+    proj_arr = write_array(root, TOMO_PROJECTIONS, work, dtype="float32", chunks=(n_items, slab, n_cols),
+                           attrs={"axes": ["item", "y", "x"], "units": "rad" if channel == "phase" else "1",
+                                  "channel": channel, "pixel_size_m": px})
     vols = {}
     for name, method, kw, extra in (
-        (TOMO_FBP, "fbp", {"filter_name": filter_name}, {"method": "fbp", "filter_name": filter_name}),
-        (TOMO_SIRT, "sirt", {"n_iter": n_iter, "nonneg": nonneg},
-         {"method": "sirt", "n_iter": int(n_iter), "nonneg": bool(nonneg)}),
+        (TOMO_FBP, "fbp", {"filter_name": opts.filter_name}, {"method": "fbp", "filter_name": opts.filter_name}),
+        (TOMO_SIRT, "sirt", {"n_iter": opts.n_iter, "nonneg": opts.nonneg},
+         {"method": "sirt", "n_iter": int(opts.n_iter), "nonneg": bool(opts.nonneg)}),
     ):
-        _say(progress, method.upper() + (f", {n_iter} iterations" if method == "sirt" else ""))
-        arr = root.create_array(name, shape=(n_rows, n_cols, n_cols), dtype="float32",
-                                chunks=(slab, n_cols, n_cols), overwrite=True, **_CHECKED)
-        reconstruct_slabs(proj_arr, angles, method=method, client=client, slab_size=slab, out=arr,
+        _say(progress, method.upper() + (f", {opts.n_iter} iterations" if method == "sirt" else ""))
+        arr = write_array(root, name, shape=(n_rows, n_cols, n_cols), dtype="float32", chunks=(slab, n_cols, n_cols))
+        reconstruct_slabs(proj_arr, inp.angles, method=method, client=client, slab_size=slab, out=arr,
                           scale=1.0 / px, center=center, **kw)
         arr.attrs.update({**common, **extra})
         vols[method] = arr
         lap(method)
-    arr = root.create_array(TOMO_SHIFTS, shape=shifts.shape, dtype="float64", overwrite=True, **_CHECKED)
-    arr[:] = shifts
-    arr.attrs.update({"axes": ["item", "yx"], "units": "px", "pixel_size_m": px,
-                      "convention": "scipy.ndimage.shift applied to each projection"})
-    tomo.attrs.update({"center_px": float(center), "rotation_axis_x_m": float(axis_x),
-                       "crop": [r0, r1, c0, c1], "aligned": bool(align)})
-    lap("write")
-
-    figures = []
-    if figures_dir is not None:
-        figures = _figures(Path(figures_dir), vols["sirt"], px, origin_vol, angles, phase, work, channel)
-        lap("figures")
-    tomo.attrs["complete"] = True
-    timings["total"] = time.perf_counter() - t_all
-    _say(progress, f"done in {timings['total']:.1f} s")
-    return {
-        "center_px": float(center),
-        "rotation_axis_x_m": float(axis_x),
-        "shifts_px": shifts,
-        "crop": (r0, r1, c0, c1),
-        "shape": (n_rows, n_cols, n_cols),
-        "voxel_size_m": px,
-        "origin_m": tuple(origin_vol),
-        "unwrapped_items": unwrapped,
-        "figures": figures,
-        "timings_s": timings,
-    }
+    write_array(root, TOMO_SHIFTS, shifts, dtype="float64",
+                attrs={"axes": ["item", "yx"], "units": "px", "pixel_size_m": px,
+                       "convention": "scipy.ndimage.shift applied to each projection"})
+    return vols, origin_vol, axis_x
 
 
 def _figures(folder: Path, vol, px: float, origin: list, angles: np.ndarray,
