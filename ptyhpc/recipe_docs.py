@@ -5,7 +5,7 @@ Run ``python -m ptyhpc.recipe_docs`` to rewrite the file, ``--check`` to fail wh
 a field typed by a pydantic model (a stage's options) is documented from that model, nested models
 as dotted keys, so a new stage added to ``recipe.py`` as one model and one field appears without
 touching this module. Sections that the recipe keeps as a mapping checked by another class
-(``ptycho`` by :class:`~ptyhpc.pipeline.ptycho_stage.PtychoParams`, ``cluster`` by
+(``ptycho`` by :class:`~ptyhpc.ptycho.options.PtychoOptions`, ``cluster`` by
 :class:`~ptyhpc.cluster.ClusterConfig`) are listed in :data:`MAPPED_SECTIONS`.
 
 A key's meaning is taken, in this order, from the field's ``description``, the comment at the end of
@@ -33,9 +33,9 @@ DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
 
 def _mapped_sections() -> dict:
     from .cluster import ClusterConfig  # noqa: PLC0415
-    from .pipeline.ptycho_stage import PtychoParams  # noqa: PLC0415
+    from .ptycho.options import PtychoOptions  # noqa: PLC0415
 
-    return {"ptycho": PtychoParams, "cluster": ClusterConfig}
+    return {"ptycho": PtychoOptions, "cluster": ClusterConfig}
 
 
 #: Recipe fields typed ``dict`` whose keys another class checks: field name -> class (lazy).

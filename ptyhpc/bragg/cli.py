@@ -91,6 +91,10 @@ def _parser():
     r.add_argument("--exchange", choices=("auto", "shared", "messages"), default="auto",
                    help="how MPI ranks combine sums: shared memory on one node (auto) or messages")
     r.add_argument("--figures", default=None, help="folder for PNG figures (rank 0)")
+    r.add_argument("--options", default=None, metavar="YAML",
+                   help="YAML mapping of solver options: any field of ptyhpc.bragg.options.BraggParams (e.g. mu, "
+                        "gamma, background, slab_tilt_rad, shrinkwrap_threshold); flags given on the command line "
+                        "override it")
     p = sub.add_parser("plan", help="sampling plan (seed eqs. 2, 12) as JSON", formatter_class=fmt,
                        description="The largest rocking step for a film and probe, and the angular up-sampling "
                                    "a measured step needs (seed eqs. 2, 12, 13), as JSON.")
@@ -100,6 +104,72 @@ def _parser():
     p.add_argument("--thickness", type=float, required=True, help="film thickness, m")
     p.add_argument("--step", type=float, default=None, help="measured rocking step, rad")
     return ap
+
+
+def _given(argv) -> set[str]:
+    """Destinations of the ``reconstruct`` flags written on the command line (not left at their defaults)."""
+    ap = _parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices["reconstruct"]
+    for action in sub._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(ap.parse_args(argv)))
+
+
+def _flag_params(args) -> dict:
+    """The solver options the ``reconstruct`` flags set (keys: fields of BraggParams; flag dest -> field)."""
+    return {
+        "n_iter": args.n_iter, "n_ml": args.n_ml, "upsampling": args.upsampling, "n_batches": args.n_batches,
+        "exchange": args.exchange, "beta": args.beta, "update_probe": not args.fixed_probe,
+        "probe_start": args.probe_start,
+        "thickness_schedule": [(i * args.stage_length, t) for i, t in enumerate(args.thickness)],
+        "slab_center_m": tuple(args.slab_center),
+        "probe_mask_na": None if args.probe_na is None else tuple(args.probe_na),
+        "shrinkwrap": None if args.shrinkwrap is None else tuple(args.shrinkwrap),
+    }
+
+
+#: Flag dest -> the BraggParams fields it sets (a flag given on the command line overrides --options).
+_FLAG_FIELDS = {"n_iter": ("n_iter",), "n_ml": ("n_ml",), "upsampling": ("upsampling",), "n_batches": ("n_batches",),
+                "exchange": ("exchange",), "beta": ("beta",), "fixed_probe": ("update_probe",),
+                "probe_start": ("probe_start",), "thickness": ("thickness_schedule",),
+                "stage_length": ("thickness_schedule",), "slab_center": ("slab_center_m",),
+                "probe_na": ("probe_mask_na",), "shrinkwrap": ("shrinkwrap",)}
+
+
+def solver_params(args, given: set[str]):
+    """The validated :class:`~ptyhpc.bragg.options.BraggParams` of a ``reconstruct`` command line.
+
+    Without ``--options`` the flags (and their defaults) give every setting; with it the file's
+    keys replace the flags' defaults and flags written on the command line replace the file's keys.
+
+    Raises
+    ------
+    SystemExit
+        (status 2) An unreadable file, an unknown key or a bad value, naming the file and the key.
+    """
+    import yaml  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from ..ptycho.options import error_lines  # noqa: PLC0415
+    from .options import BraggParams  # noqa: PLC0415
+
+    flags = _flag_params(args)
+    where = "the command line"
+    if args.options is not None:
+        where = f"--options {args.options}"
+        try:
+            with open(args.options) as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            _parser().exit(2, f"ptyhpc bragg: error: {where}: cannot read: {exc}\n")
+        if not isinstance(loaded, dict):
+            _parser().exit(2, f"ptyhpc bragg: error: {where}: not a YAML mapping of BraggParams fields\n")
+        keep = {f for dest in given for f in _FLAG_FIELDS.get(dest, ())}
+        flags = {**flags, **{k: v for k, v in loaded.items() if k not in keep}}
+    try:
+        return BraggParams(**flags)
+    except ValidationError as exc:
+        _parser().exit(2, f"ptyhpc bragg: error: {where}: {'; '.join(error_lines(exc, 'bragg', BraggParams))}\n")
 
 
 def bragg_main(argv=None) -> int:
@@ -123,15 +193,10 @@ def bragg_main(argv=None) -> int:
         return 0
     from .. import backend  # noqa: PLC0415
     from .io import read_dataset, save_figures, write_results  # noqa: PLC0415
-    from .solver import BraggParams, reconstruct  # noqa: PLC0415
+    from .solver import reconstruct  # noqa: PLC0415
 
+    params = solver_params(args, _given(argv))   # validated before the data are read
     ds = read_dataset(args.store)
-    stages = [(i * args.stage_length, t) for i, t in enumerate(args.thickness)]
-    params = BraggParams(n_iter=args.n_iter, n_ml=args.n_ml, upsampling=args.upsampling, n_batches=args.n_batches,
-                         exchange=args.exchange, beta=args.beta, update_probe=not args.fixed_probe, probe_start=args.probe_start,
-                         thickness_schedule=stages, slab_center_m=tuple(args.slab_center),
-                         probe_mask_na=None if args.probe_na is None else tuple(args.probe_na),
-                         shrinkwrap=None if args.shrinkwrap is None else tuple(args.shrinkwrap))
     xp = backend.get_xp(args.backend)
     res = reconstruct(ds["data"], ds["mask"], ds["geometry"], ds["positions"], ds["probe"], ds["spacing"],
                       params, comm=comm, xp=xp)

@@ -53,7 +53,10 @@ GROUPS = {
 
 @dataclass(config=ConfigDict(extra="forbid"))
 class PtychoOptions:
-    """Settings of the ptychography stage (defaults serve any series; see docs/engines.md).
+    """Settings of the ptychography stage (defaults serve any series; see docs/engines.md). The keys may
+    also be grouped: `probe:` (beta_probe, probe_update_start, n_probe_modes, probe_mask_factor),
+    `object:` (alpha, beta_object), `positions:` (position_correction_start, position_step,
+    max_position_shift_px, position_model, subpixel), `data:` (noise_model, use_detector_mask, fft_size).
 
     ``fft_size`` 0 pads the detector to the next fast FFT length; the padded
     pixels are unmeasured and left free. ``probe_mask_factor`` is the radius of
@@ -63,8 +66,7 @@ class PtychoOptions:
     ``warm_start_stride``-th item); see
     :func:`ptyhpc.pipeline.orchestrate.warm_start_sources`.
 
-    A recipe may group the keys as in :data:`GROUPS` (``probe:``, ``object:``,
-    ``positions:``, ``data:``); see :func:`flatten_section`.
+    The groups are :data:`GROUPS`; see :func:`flatten_section`.
 
     ``engine``
         A name of :data:`ptyhpc.ptycho.engines.ENGINES`, or ``"chain"`` to run
@@ -111,10 +113,10 @@ class PtychoOptions:
     stages: Optional[list] = None  # engine: chain: [{engine: dm, n_iter: 50}, {engine: lsqml, n_iter: 30}]
     dm_beta: float = 1.0
     n_probe_modes: Annotated[Int, Field(ge=1)] = 1
-    position_correction_start: Optional[Annotated[Int, Field(ge=0)]] = None
-    position_step: Annotated[float, Field(gt=0)] = 1.0
-    max_position_shift_px: Annotated[float, Field(gt=0)] = 0.5
-    position_model: str = "free"
+    position_correction_start: Optional[Annotated[Int, Field(ge=0)]] = None  # first iteration that refines positions (null: off)
+    position_step: Annotated[float, Field(gt=0)] = 1.0  # step of the position update
+    max_position_shift_px: Annotated[float, Field(gt=0)] = 0.5  # largest position change per iteration, object px
+    position_model: str = "free"  # free | affine (positions an affine map of the scan: a miscalibrated stage)
     subpixel: str = "fourier"
     use_detector_mask: bool = True
 
