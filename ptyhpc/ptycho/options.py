@@ -19,6 +19,7 @@ pipeline is in :func:`_check_capabilities`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Optional
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
@@ -104,7 +105,7 @@ class PtychoOptions:
     beta_probe: Annotated[float, Field(gt=0)] = 0.1  # probe step size β
     probe_update_start: Annotated[Int, Field(ge=0)] = 2  # first iteration that updates the probe
     noise_model: str = "poisson"  # poisson (likelihood gradient) | amplitude (modulus projection)
-    probe_mask_factor: Annotated[float, Field(ge=0)] = 1.2  # Fourier probe mask radius in convergence semi-angles (0: off)
+    probe_mask_factor: Annotated[float, Field(ge=0)] = 1.2  # Fourier probe mask radius, semi-angles (0: off)
     fft_size: Annotated[Int, Field(ge=0)] = 0  # padded detector size (0: next fast FFT length; padded pixels left free)
     seed: Int = 0  # random seed (initial guesses, batch order)
     backend: str = "auto"  # auto | numpy | cupy
@@ -113,7 +114,7 @@ class PtychoOptions:
     stages: Optional[list] = None  # engine: chain: [{engine: dm, n_iter: 50}, {engine: lsqml, n_iter: 30}]
     dm_beta: float = 1.0
     n_probe_modes: Annotated[Int, Field(ge=1)] = 1
-    position_correction_start: Optional[Annotated[Int, Field(ge=0)]] = None  # first iteration that refines positions (null: off)
+    position_correction_start: Optional[Annotated[Int, Field(ge=0)]] = None  # first refining iteration (null: off)
     position_step: Annotated[float, Field(gt=0)] = 1.0  # step of the position update
     max_position_shift_px: Annotated[float, Field(gt=0)] = 0.5  # largest position change per iteration, object px
     position_model: str = "free"  # free | affine (positions an affine map of the scan: a miscalibrated stage)
@@ -275,7 +276,12 @@ def options_from_section(section: dict[str, Any]) -> PtychoOptions:
     try:
         return PtychoOptions(**flat)
     except ValidationError as exc:
-        raise ValueError("; ".join(error_lines(exc, "ptycho", PtychoOptions))) from None
+        lines = error_lines(exc, "ptycho", PtychoOptions)
+    # Name a grouped key as the recipe writes it (ptycho.probe.n_probe_modes).
+    for group, keys in GROUPS.items():
+        for key in set(keys) & set(section.get(group) or {}):
+            lines = [re.sub(rf"^ptycho\.{key}\b", f"ptycho.{group}.{key}", ln) for ln in lines]
+    raise ValueError("; ".join(lines))
 
 
 #: pydantic's range constraints as the short form used in messages.

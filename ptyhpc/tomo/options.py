@@ -44,7 +44,7 @@ class TomoOptions(BaseModel):
     channel: str = "phase"  # phase (volume in rad/m) | amplitude (-log |O|, volume in 1/m)
     background: str = "dark"  # offset/ramp removal: dark | robust | border
     border_px: int = Field(default=4, ge=1)  # frame width for background: border, px
-    illumination_threshold: float = Field(default=0.1, ge=0, lt=1)  # crop to the box lit above this × max in every item
+    illumination_threshold: float = Field(default=0.1, ge=0, lt=1)  # crop to the box lit above this × max, every item
     filter_name: Optional[str] = "ramp"  # FBP filter (ptyhpc.tomo.FILTERS; null: none)
     slab_size: Optional[int] = Field(default=None, ge=1)  # volume rows per dask task (null: the default slab)
 

@@ -393,7 +393,10 @@ def _write_results(root, work, shifts, center, inp: _Input, opts: TomoOptions, c
 
 def _figures(folder: Path, vol, px: float, origin: list, angles: np.ndarray,
              before: np.ndarray, after: np.ndarray, channel: str = "phase") -> list[str]:
-    """Orthoslices, the y-sum and the sinograms; ``vol`` is the zarr array (read slice by slice)."""
+    """Orthoslices, the y-sum and the sinograms; ``vol`` is the zarr array (read slice by slice).
+
+    Longer than a screen: three figures in sequence that share the axes' extents and units.
+    """
     # Figure + Agg canvas directly: no pyplot global state, safe in worker threads.
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
