@@ -224,7 +224,7 @@ def item_grid(group, item: int) -> ObjectGrid:
 
 def item_engine_inputs(group, item: int, params: PtychoOptions, init_probe_from: int | None = None,
                        select=None) -> tuple:
-    """The engine's inputs for one item: what :func:`reconstruct_item` passes to the engine.
+    """The engine's inputs for one item: what :func:`ptyhpc.pipeline.ptycho_stage.reconstruct_item` passes on.
 
     Parameters
     ----------

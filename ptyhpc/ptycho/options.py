@@ -155,7 +155,7 @@ class PtychoOptions:
         return any(st["position_correction_start"] is not None for _, st in self.stage_settings())
 
     def engine_kwargs(self) -> dict:
-        """Keyword arguments of :func:`reconstruct` common to every stage (no grid, masks or seed)."""
+        """Keywords of :func:`ptyhpc.ptycho.engines.reconstruct` common to every stage (no grid, masks, seed)."""
         return {k: getattr(self, k) for k in STAGE_KEYS if k not in ("engine", "n_iter")}
 
 
