@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .io import layout
 from .ptycho.options import PtychoOptions, options_from_section
@@ -116,6 +116,9 @@ class Recipe(_Strict):
             ED3DOptions(**{k: x for k, x in v.items() if k != "output"})  # names a bad key or value
         return v
 
+    #: The ``ptycho`` section as options, made on first use (the section was checked on loading).
+    _ptycho_options: Optional[PtychoOptions] = PrivateAttr(default=None)
+
     @field_validator("ptycho")
     @classmethod
     def _check_ptycho(cls, v):
@@ -131,8 +134,10 @@ class Recipe(_Strict):
         return v
 
     def ptycho_params(self) -> PtychoOptions:
-        """The ``ptycho`` section as :class:`~ptyhpc.ptycho.options.PtychoOptions` (groups merged)."""
-        return options_from_section(self.ptycho)
+        """The ``ptycho`` section as :class:`~ptyhpc.ptycho.options.PtychoOptions` (groups merged), validated."""
+        if self._ptycho_options is None:
+            self._ptycho_options = options_from_section(self.ptycho)
+        return self._ptycho_options
 
     def cluster_settings(self) -> dict:
         """The ``cluster`` section (unset keys left out), a layer for :func:`ptyhpc.cluster.resolve_config`."""
