@@ -72,7 +72,7 @@ def prepare_ptycho_results(group, params: PtychoOptions) -> ObjectGrid:
     prepare_item_status(group)   # failure reasons array; status meaning 0/1/2 (item_status)
     # The regime and its geometry, so that a reader of the results knows the physics behind them;
     # not compared on a rerun (stores with results from before this attribute must still resume),
-    # but this function and :func:`~ptyhpc.pipeline.item_setup.item_grid` refuse results prepared for the other regime.
+    # but this function and item_setup.item_grid refuse results prepared for the other regime.
     res = group[layout.PTYCHO]
     res.attrs.update({"fft_shape": list(grid.fft_shape), **attrs, **prop})
     group[layout.PTYCHO_OBJECT].attrs[layout.PROPAGATION_REGIME] = prop["propagation_regime"]
