@@ -89,7 +89,7 @@ class Recipe(_Strict):
     report: Optional[str] = None  # text report (default: STORE_report.txt next to the store)
     overwrite: bool = False  # re-ingest into an existing store (else the run resumes)
     cluster: dict = Field(default_factory=dict)  # where the tasks run (below); command-line flags override it
-    ptycho: dict = Field(default_factory=dict)  # ptychography (below; flat or grouped), defaults of `ptyhpc reconstruct`
+    ptycho: dict = Field(default_factory=dict)  # settings (below; flat or grouped), defaults of `ptyhpc reconstruct`
     tomo: TomoOptions = TomoOptions()  # tomography settings (below)
     spectro: Optional[SpectroSpec] = None  # energy stacks: ptyhpc.spectro (paths relative to the recipe)
     stem: Optional[dict] = None  # 4D-STEM stage settings (ptyhpc.stem.stage.StemOptions); runs stage "stem"
