@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
-from typing_extensions import Annotated
 
 __all__ = ["BraggParams"]
 
