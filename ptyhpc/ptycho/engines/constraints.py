@@ -34,8 +34,9 @@ def clip_amplitude(obj, bounds):
 def update_background(bg, ratio, n, noise_model):
     """Multiplicative background step once per pass, in place; ``ratio`` (Σ_j over the pass) is reset.
 
-    b ← b·⟨I/h⟩ (Poisson: the EM update of an additive component, which keeps b ≥ 0) or b ← b·⟨√I/√h⟩²
-    (amplitude: eq. 11 of the Bragg seed, Nat. Commun. 12, 7059 (2021), as :mod:`ptyhpc.bragg.solver`);
+    b ← b·⟨I/h⟩ (Poisson: the EM update of an additive component, which keeps b ≥ 0) or
+    b ← b·⟨√I/√h⟩² (amplitude: eq. 11 of the Bragg seed, Nat. Commun. 12, 7059 (2021), as
+    :mod:`ptyhpc.bragg.solver`);
     the background term of Odstrčil et al., Opt. Express 26, 3108 (2018), in multiplicative form.
     """
     mean = ratio / np.float32(n)

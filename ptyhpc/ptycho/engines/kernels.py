@@ -11,13 +11,12 @@ import numpy as np
 from ... import backend
 from .. import operators as ops
 
-__all__ = ["CHUNK_PIXELS", "WHOLE_PIXEL_TOL", "chunk_size", "intensity", "illumination", "add_intensity_sum", "intensity_into",
-           "row_dot", "np_row_dot", "re_inner", "add_object_gradient", "probe_times_patches", "spread_for_scatter"]
+__all__ = ["CHUNK_PIXELS", "WHOLE_PIXEL_TOL", "chunk_size", "intensity", "illumination", "add_intensity_sum",
+           "intensity_into", "row_dot", "np_row_dot", "re_inner", "add_object_gradient", "probe_times_patches",
+           "spread_for_scatter"]
 
-#: Detector pixels per chunk of array work inside a mini-batch of the PIE engines (cache blocking
-#: only; the update still uses the whole batch): 16 positions of 128², 4 of 256². Measured in CPU time
-#: per iteration on the shared 2-core machine (ratio to the FFT bound, best of 3–6 iterations):
-#: 128², 8 → 16 positions: 1.95 → 1.83; 256², 2 / 4 / 8 positions: 2.04 / 1.83 / 1.88.
+#: Detector pixels per chunk of array work inside a mini-batch (cache blocking only; the update still
+#: uses the whole batch): 16 positions of 128², 4 of 256² (measurements: docs/engines.md).
 CHUNK_PIXELS = 16 * 128 * 128
 
 #: A sub-pixel shift below this (pixels) is treated as none: a chunk whose positions all sit on whole
@@ -194,7 +193,7 @@ def spread_for_scatter(grad, win):
 
 
 def illumination(prb, geom, batch_size, xp, subpixel="fourier"):
-    """Σ_j |P_j|² on the object grid, (H, W) float32, for probe ``prb`` ((Ny, Nx) or (m, Ny, Nx)) at every position."""
+    """Σ_j |P_j|² on the object grid, (H, W) float32, of probe ``prb`` ((Ny, Nx) or (m, Ny, Nx)) at every position."""
     illum = xp.zeros(geom.object_shape, dtype=np.float32)
     probe_k = backend.fft2(prb)
     for start in range(0, geom.n_positions, batch_size):
