@@ -29,7 +29,8 @@ Prints one JSON object per line (one per engine, sub-pixel mode and size):
   in the PIE family) and, for the PIE family and LSQ-ML, "bilinear" (object
   patches interpolated at the sub-pixel positions, unshifted probe, 2 FFTs per
   position) and "none" (positions rounded to whole pixels, 2 FFTs per
-  position); see the accuracy of each in ``reconstruct``'s docstring.
+  position), for the engines whose capability record lists them
+  (:func:`ptyhpc.ptycho.engines.capabilities`); accuracy of each: docs/engines.md.
 
 Usage: ``python benchmarks/ptycho_iteration.py [--quick] [--backend numpy|cupy] [--engines rpie,lsqml]
 [--sizes 128] [--subpixel fourier,bilinear,none]``
@@ -52,15 +53,15 @@ import numpy as np
 
 from ptyhpc import backend
 from ptyhpc.ptycho import reconstruct
-from ptyhpc.ptycho.engines import ENGINES
+from ptyhpc.ptycho.engines import ENGINES, capabilities
 from ptyhpc.sim import simulate_scan
 
 #: Noise model per engine: the default Poisson gradient where the engine has one, the modulus
 #: projection for ePIE (its classic form) and the projection engines (which only have that).
 NOISE_MODEL = {"rpie": "poisson", "epie": "amplitude", "mpie": "poisson", "lsqml": "poisson", "er": "amplitude",
                "dm": "amplitude"}
-SUBPIXEL_ENGINES = ("rpie", "epie", "mpie", "lsqml")
 SUBPIXEL_MODES = ("fourier", "bilinear", "none")
+SUBPIXEL_ENGINES = tuple(e for e in ENGINES if len(capabilities(e).subpixel_modes) > 1)
 
 
 def _sync(xp):
@@ -179,7 +180,7 @@ def main(argv=None):
             path = os.path.join(tmp, f"scan_{det}.npz")
             _simulate(det, scan, path)
             for engine in engines:
-                for subpixel in modes if engine in SUBPIXEL_ENGINES else ("fourier",):
+                for subpixel in [m for m in modes if m in capabilities(engine).subpixel_modes]:
                     # A fresh interpreter per case: its memory high-water mark and allocator state are its own.
                     cmd = [sys.executable, os.path.abspath(__file__), "--_case", path, engine, subpixel,
                            str(n_iter), args.backend]

@@ -109,7 +109,7 @@ def test_old_recipes_keep_working(tmp_path):
     ({"ptycho": {"positions": {"position_model": "rigid"}}}, "ptycho.positions.position_model must be"),
     ({"ptycho": {"probe": {"alpha": 0.3}}}, "ptycho.probe.alpha: unknown key"),
     ({"ptycho": {"alpha": 0.3, "object": {"alpha": 0.4}}}, "ptycho.object.alpha: also given"),
-    ({"ptycho": {"engine": "dm", "probe": {"n_probe_modes": 2}}}, "ptycho.probe.n_probe_modes = 2 needs"),
+    ({"ptycho": {"engine": "dm", "probe": {"n_probe_modes": 2}}}, "ptycho.probe.n_probe_modes: probe modes (n_probe_modes) is implemented for rpie, epie, mpie, not 'dm'"),
     ({"tomo": {"channel": "intensity"}}, "tomo.channel: must be one of"),
     ({"tomo": {"slab_size": 0}}, "tomo.slab_size: should be greater than or equal to 1"),
 ])

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
-from .engines import ENGINES, PtychoResult, reconstruct
+from .engines import ENGINES, PtychoResult, check_supported, reconstruct
 
 __all__ = ["reconstruct_chain", "validate_stages"]
 
@@ -127,7 +127,7 @@ def reconstruct_chain(frames, positions_m, probe, pixel_size_m, stages, *, objec
     The object grid (``origin_m``, ``object_shape``) is fixed by the first
     stage so later stages can start from its object even when positions move.
     Refined positions (``position_correction_start``) are handed on. A probe
-    with modes passed to an engine without them (``er``, ``dm``, ``lsqml``)
+    with modes passed to an engine without them (its capability record, ``er``, ``dm``, ``lsqml``)
     becomes its dominant mode scaled to the modes' total power (the weak
     modes' power would otherwise be lost from the intensity scale).
     """
@@ -138,6 +138,12 @@ def reconstruct_chain(frames, positions_m, probe, pixel_size_m, stages, *, objec
     reserved = sorted(set(common) & {"engine", "n_iter"})
     if reserved:
         raise ValueError(f"{reserved} are per stage: put them in the stages")
+    # Every stage's options against its engine's capabilities before any stage runs.
+    for k, stage in enumerate(stages):
+        try:
+            check_supported(stage["engine"], **{k2: v for k2, v in {**common, **stage}.items() if k2 != "engine"})
+        except ValueError as exc:
+            raise ValueError(f"stage {k} ({stage['engine']}): {exc}") from exc
     positions = np.asarray(positions_m, dtype=np.float64)
     obj = object_init
     prb = probe

@@ -44,7 +44,7 @@ import numpy as np
 from .. import backend
 from ..physics import angular_spectrum_propagator, fresnel_propagator
 from . import operators as ops
-from .engines import _illumination, _modulus_factor, prepare_amplitudes
+from .engines import illumination, modulus_factor, prepare_amplitudes
 from .propagators import FarField
 
 __all__ = ["MultisliceOperator", "MultisliceResult", "reconstruct_multislice", "split_object",
@@ -386,7 +386,7 @@ def reconstruct_multislice(frames, positions_m, probe, pixel_size_m, *, n_slices
                 mod = xp.abs(psi_k)
                 a = amp[idx]
                 err += float(xp.sum((mod - a) ** 2 * measured))
-                dpsi = far.adjoint(psi_k * _modulus_factor(mod, a, measured, noise_model, floor)) - psi
+                dpsi = far.adjoint(psi_k * modulus_factor(mod, a, measured, noise_model, floor)) - psi
                 # Back-propagation through the stack (3PIE): each slice's update uses the wave
                 # incident on it; the adjoint carries the difference up to the probe.
                 g = dpsi
@@ -412,7 +412,7 @@ def reconstruct_multislice(frames, positions_m, probe, pixel_size_m, *, n_slices
         if callback is not None:
             callback(it, float(errors[it]))
 
-    illum = _illumination(prb, geom, batch_size, xp)
+    illum = illumination(prb, geom, batch_size, xp)
     return MultisliceResult(
         objects=backend.to_host(objs).astype(np.complex64),
         probe=backend.to_host(prb).astype(np.complex64),

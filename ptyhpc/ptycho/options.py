@@ -210,33 +210,27 @@ def _check_ranges(where: str, st: dict) -> None:
 
 
 #: Engines that take probe modes and position correction today (the others raise in ``reconstruct``).
-_PIE_FAMILY = ("rpie", "epie", "mpie")
-
-
 def _check_capabilities(where: str, st: dict) -> None:
     """Refuse an engine/option combination the engine does not support; ValueError naming both.
 
     The pipeline's only engine-capability check (the CLI, recipes and tasks all reach it through
-    :class:`PtychoOptions`).
-
-    LEAD: replace the body by one call,
-    ``ptyhpc.ptycho.engines.check_supported(st["engine"], **st)`` (prefixing ``where`` to its
-    message), once the engine registry lands; then drop ``_PIE_FAMILY`` and the ``("er", "dm")``
-    literal below.
+    :class:`PtychoOptions`); the verdict and its wording come from the engine registry
+    (:func:`ptyhpc.ptycho.engines.check_supported`), with ``where.key`` (``ptycho.n_probe_modes``,
+    ``ptycho.stages[k].subpixel``) in front.
     """
-    from .engines import ENGINES  # noqa: PLC0415
+    from .engines import ENGINES, check_supported  # noqa: PLC0415
 
     engine = st["engine"]
     if engine not in ENGINES:
-        names = (*ENGINES, "chain") if where == "ptycho" else ENGINES
+        names = (*ENGINES, "chain") if where == "ptycho" else tuple(ENGINES)
         raise ValueError(f"{where}.engine must be one of {names}, got {engine!r}")
-    if st["subpixel"] != "fourier" and engine in ("er", "dm"):
-        raise ValueError(f"{where}.subpixel = {st['subpixel']!r} needs a PIE engine or lsqml, not {engine!r}")
-    if st["n_probe_modes"] > 1 and engine not in _PIE_FAMILY:
-        raise ValueError(f"{where}.n_probe_modes = {st['n_probe_modes']} needs a PIE engine {_PIE_FAMILY}, "
-                         f"not {engine!r}")
-    if st["position_correction_start"] is not None and engine not in _PIE_FAMILY:
-        raise ValueError(f"{where}.position_correction_start needs a PIE engine {_PIE_FAMILY}, not {engine!r}")
+    for key, value in st.items():  # one key at a time, so the message names ``where.key``
+        if key == "engine":
+            continue
+        try:
+            check_supported(engine, **{key: value})
+        except ValueError as exc:
+            raise ValueError(f"{where}.{key}: {exc}") from None
 
 
 def flatten_section(section: dict) -> dict:

@@ -77,10 +77,11 @@ import numpy as np
 
 from .. import backend
 from . import operators as ops
+from .engines.fourier import modulus_factor
 
 __all__ = ["projection_engine", "probe_support_from_initial", "PROJECTION_ENGINES"]
 
-#: Engines implemented here (dispatched from :func:`ptyhpc.ptycho.engines.reconstruct`).
+#: Engines implemented here (registered in :data:`ptyhpc.ptycho.engines.ENGINES`).
 PROJECTION_ENGINES = ("er", "dm")
 
 
@@ -176,10 +177,8 @@ def probe_support_from_initial(prb, threshold=1e-2, grow_px=2):
 
 
 def _modulus_projection(wave_k, amp, measured):
-    """Π_F in the detector plane: Ψ·√I/|Ψ| on measured pixels, Ψ elsewhere (far field: FFT order)."""
-    xp = backend.xp_of(wave_k)
-    factor = xp.where(measured, amp / xp.maximum(xp.abs(wave_k), 1e-12), 1.0).astype(np.float32)
-    return wave_k * factor
+    """Π_F in the detector plane: Ψ·√I/|Ψ| on measured pixels, Ψ elsewhere (the shared data term)."""
+    return wave_k * modulus_factor(backend.xp_of(wave_k).abs(wave_k), amp, measured, "amplitude", 0.0)
 
 
 def projection_engine(amp, measured, obj, prb, geom, prop, *, engine="er", n_iter, batch_size,
