@@ -265,14 +265,14 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
     pixel = np.atleast_1d(pixel)
     pixel = (float(pixel[0]), float(pixel[-1]))
 
-    from .nexus import _energy_from_wavelength, _wavelength_function  # noqa: PLC0415
+    from ..physics.wavelength import energy_from_wavelength, wavelength_function  # noqa: PLC0415
 
     for key, value in (("energy", energy), ("wavelength", wavelength)):
         if value is not None and not value > 0:
             raise IngestError(f"{path}: {fields[key]}: must be > 0, got {value}")
     if energy is None:
-        energy = _energy_from_wavelength(spec.radiation, wavelength)
-    lam = _wavelength_function(spec.radiation)(energy) if wavelength is None else wavelength
+        energy = energy_from_wavelength(spec.radiation, wavelength)
+    lam = wavelength_function(spec.radiation)(energy) if wavelength is None else wavelength
     shape = (n, *det_shape)
 
     def load() -> np.ndarray:

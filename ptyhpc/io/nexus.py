@@ -265,6 +265,8 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
         ``regime`` or a ``focus_to_sample_m`` that is not > 0 (or is given for
         the far field). Messages name the file and the field.
     """
+    from ..physics.wavelength import energy_from_wavelength, wavelength_function  # noqa: PLC0415
+
     from .scan import Scan, scan_propagation  # noqa: PLC0415
 
     path = Path(path)
@@ -305,9 +307,9 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
                 raise IngestError(f"{path}: {fields['energy']}: must be > 0, got {energy} eV")
             if wavelength is not None and not wavelength > 0:
                 raise IngestError(f"{path}: {wfield}: must be > 0, got {wavelength} m")
-            lam_of = _wavelength_function(rad)
+            lam_of = wavelength_function(rad)
             if energy is None:
-                energy = _energy_from_wavelength(rad, wavelength)
+                energy = energy_from_wavelength(rad, wavelength)
                 fields["energy"] = f"{wfield} (converted)"
             lam = lam_of(energy)
             if wavelength is not None and abs(wavelength - lam) > 1e-3 * lam:
@@ -339,26 +341,6 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
                 **scan_propagation(path, regime, focus_to_sample_m, float(distance)),
             ))
     return scans
-
-
-def _wavelength_function(radiation: str):
-    if radiation == "xray":
-        from .energy import photon_wavelength  # noqa: PLC0415
-
-        return photon_wavelength
-    from ptyhpc.physics.wavelength import electron_wavelength  # noqa: PLC0415
-
-    return electron_wavelength
-
-
-def _energy_from_wavelength(radiation: str, wavelength: float) -> float:
-    from scipy.optimize import brentq  # noqa: PLC0415
-
-    lam_of = _wavelength_function(radiation)
-    if radiation == "xray":
-        return lam_of(1.0) / wavelength
-    # λ(E) is monotonic: invert numerically (1 eV … 10 MeV covers every electron microscope).
-    return float(brentq(lambda e: lam_of(e) - wavelength, 1.0, 1e7, rtol=1e-14))
 
 
 def _loader(path: Path, name: str, n: int, det_shape: tuple):
