@@ -56,7 +56,7 @@ from .hdf5_tilt import read_number as _num  # same checks and messages as the el
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .validate import SUPPORTED_DTYPES
 
-__all__ = ["XrayScanMetadata", "photon_wavelength", "read_xray_metadata", "is_xray_file",
+__all__ = ["XrayScanMetadata", "photon_wavelength", "read_xray_metadata", "is_xray_file", "scan_positions",
            "ingest_energy_stack", "item_geometry", "item_groups", "ENERGY_STACK",
            "PHOTON_ENERGY", "WAVELENGTH", "RECIPROCAL_SAMPLING"]
 
@@ -186,7 +186,8 @@ def _check_stack(metas: list[XrayScanMetadata]) -> None:
         seen[key] = m.path
 
 
-def _positions(m: XrayScanMetadata) -> np.ndarray:
+def scan_positions(m: XrayScanMetadata) -> np.ndarray:
+    """Probe positions (n, 2) (y, x) of a raster scan, m, x fastest."""
     i, j = np.indices(m.scan_shape, dtype=np.float64)
     return np.stack([i.ravel(), j.ravel()], 1) * m.scan_step_m + np.asarray(m.scan_origin_m)
 
@@ -237,7 +238,7 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
     for m in metas:   # plausibility at the door: errors for the impossible, warnings for the unusual
         check_geometry(m.path, radiation="xray", energy_eV=m.photon_energy_eV, wavelength_m=m.wavelength_m,
                        semiangle_rad=m.probe_semiangle_rad, defocus_m=m.defocus_m, distance_m=m.detector_distance_m,
-                       reciprocal_sampling_inv_m=m.reciprocal_sampling_inv_m, positions_m=_positions(m),
+                       reciprocal_sampling_inv_m=m.reciprocal_sampling_inv_m, positions_m=scan_positions(m),
                        scan_step_m=m.scan_step_m)
     ref = metas[0]
     n, n_pos = len(metas), ref.scan_shape[0] * ref.scan_shape[1]
@@ -249,7 +250,7 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
         "source_files": [str(m.path.resolve()) for m in metas],
     }
     arrays = [
-        WholeArray(POSITIONS, np.stack([_positions(m) for m in metas]), (n, n_pos, 2),
+        WholeArray(POSITIONS, np.stack([scan_positions(m) for m in metas]), (n, n_pos, 2),
                    {"axes": ["y", "x"], "units": "m"}),
         WholeArray(TILT_ANGLE, np.array([m.tilt_angle_rad for m in metas]), (n,), {"units": "rad", "axis": "y"}),
         *per_item_arrays([m.photon_energy_eV for m in metas], [m.wavelength_m for m in metas],

@@ -187,12 +187,10 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
 
     Returns
     -------
-    scan : Scan
+    Scan
         :class:`ptyhpc.io.scan.Scan` (SI; positions (y, x) of the probe on the
-        sample), frames read later at ingest.
-    corrections : dict
-        ``dark``, ``flat``, ``mask`` (``"FILE:path"`` strings or None) and
-        ``mask_bad`` from the spec, for :class:`ptyhpc.io.scan.Corrections`.
+        sample), frames read later at ingest; ``scan.corrections`` holds the
+        spec's ``dark``, ``flat`` (``"FILE:path"`` strings or None) and ``mask_bad``.
 
     Raises
     ------
@@ -285,8 +283,9 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
                 tilt_angle_rad=0.0 if tilt is None else tilt, probe_semiangle_rad=semi, defocus_m=defocus,
                 fields={**fields, **({"regime": "spec 'regime'"} if "regime" in spec.model_fields_set else {})},
                 **scan_propagation(path, spec.regime, z1, distance))
-    corrections = {"dark": _ref_text(spec.dark, path), "flat": _ref_text(spec.flat, path), "mask_bad": spec.mask_bad}
-    return scan, corrections
+    scan.corrections = {"dark": _ref_text(spec.dark, path), "flat": _ref_text(spec.flat, path),
+                        "mask_bad": spec.mask_bad}
+    return scan
 
 
 def _ref_text(text: str | None, path: Path) -> str | None:

@@ -94,6 +94,13 @@ class Scan:
     probe_optics : dict or None
         X-ray focusing optics (:meth:`ptyhpc.physics.xray_optics.ZonePlate.to_dict`), stored as the root
         attribute ``probe_optics``; the ptycho stage builds its model probe from it.
+    corrections : dict
+        Detector corrections the file's description names (generic spec: ``dark``, ``flat`` as
+        ``"FILE:path"`` or None, ``mask_bad``); the command line's win.
+    native : object or None
+        The reader's own record when the store of its format holds more than a Scan says
+        (:class:`~ptyhpc.io.hdf5_tilt.ScanMetadata`, :class:`~ptyhpc.io.energy.XrayScanMetadata`,
+        :class:`~ptyhpc.stem.readers.StemScan`); None for CXI, NeXus and generic scans.
     """
 
     path: Path
@@ -118,6 +125,8 @@ class Scan:
     regime: str = FAR_FIELD
     focus_to_sample_m: float | None = None
     probe_optics: dict | None = None
+    corrections: dict = field(default_factory=dict)
+    native: object | None = None
 
     @property
     def name(self) -> str:
