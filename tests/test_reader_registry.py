@@ -30,6 +30,13 @@ def _xray_file(path: Path) -> Path:
     return path
 
 
+def _dxchange_file(path: Path) -> Path:
+    with h5py.File(path, "w") as f:
+        f.create_dataset("exchange/data", data=np.ones((3, 4, 5), np.float32))
+        f.create_dataset("exchange/theta", data=np.array([0.0, 60.0, 120.0]))
+    return path
+
+
 @pytest.fixture
 def fixtures(tmp_path, make_tilt_files) -> dict[str, tuple[Path, dict]]:
     """One small file per sniffable format, with the options its read() needs."""
@@ -47,6 +54,7 @@ def fixtures(tmp_path, make_tilt_files) -> dict[str, tuple[Path, dict]]:
         "empad": (write_empad(tmp_path / "empad", rng.random((2, 2, 128, 128)).astype(np.float32),
                               high_voltage_eV=200e3, fov_m=2 * 5e-11),
                   {"calibration": {k: v for k, v in STEM_CAL.items() if k not in ("beam_energy_eV", "scan_step_m")}}),
+        "dxchange": (_dxchange_file(tmp_path / "tomo.h5"), {}),
         "arina": (write_arina(tmp_path / "arina", rng.poisson(5, (4, 8, 8)).astype(np.uint16), per_file=3,
                               wavelength_A=0.025079),
                   {"calibration": {k: v for k, v in STEM_CAL.items() if k != "beam_energy_eV"}}),
@@ -67,6 +75,10 @@ def test_sniff_accepts_own_fixture_and_rejects_the_others(fixtures):
 
 def test_read_gives_scans_whose_frames_match_their_shape(fixtures):
     for name, (path, options) in fixtures.items():
+        if name == "dxchange":
+            with pytest.raises(IngestError, match=f"{path}: Data Exchange files hold tomography projections"):
+                readers.read_files([path], **options)
+            continue
         scans = readers.read_files([path], fmt=name, **options)
         assert scans and all(isinstance(s, Scan) for s in scans), name
         frames = scans[0].load_frames()

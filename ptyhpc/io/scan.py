@@ -399,24 +399,54 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     NearFieldWarning
         As above.
     """
-    from .energy import ENERGY_STACK, per_item_arrays  # noqa: PLC0415
     from .ingest import frames_codecs  # noqa: PLC0415
-    from .plausible import check_angles, check_geometry, warn_fractional_counts  # noqa: PLC0415
+    from .plausible import warn_fractional_counts  # noqa: PLC0415
     from .safe_write import check_target  # noqa: PLC0415
-    from .writer import FramesLayout, StorePlan, WholeArray, frames_chunking, item_blocks, write_store  # noqa: PLC0415
+    from .writer import FramesLayout, StorePlan, frames_chunking, item_blocks, write_store  # noqa: PLC0415
 
     store_path = Path(store_path)
     scans = list(scans)
-
     refs = (corrections.dark, corrections.flat, corrections.mask) if corrections is not None else ()
     # Safe overwrite: only a ptyhpc store, never a path that is or holds an input.
     check_target(store_path, overwrite, [s.path for s in scans] + [r.file for r in refs if r is not None])
     if not scans:
         raise IngestError("no scans given")
+    kind, scans = _checked_in_store_order(scans)
+    ref = scans[0]
+    dark, gain, measured, prep = _detector_corrections(scans, corrections)
+    n, n_pos, det_shape = len(scans), ref.n_positions, tuple(ref.detector_shape)
+    positions = np.stack([np.asarray(s.positions_m, dtype=np.float64) for s in scans])
+
+    def load(block) -> np.ndarray:
+        s = scans[block[0]]
+        where = s.fields.get("frames", "frames")
+        try:
+            counts = s.load_frames()
+        except OSError as exc:   # a damaged chunk or a failing compression filter in the raw file
+            raise IngestError(f"{s.name}: {where}: cannot read ({exc})") from None
+        if counts.shape != (n_pos, *det_shape) or counts.dtype != ref.dtype:
+            raise IngestError(f"{s.name}: {where}: changed since validation "
+                              f"(shape {counts.shape}, dtype {counts.dtype})")
+        check_counts(s.name, counts if measured is None else counts[:, measured], where)
+        warn_fractional_counts(s.name, counts, where)
+        return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
+
+    chunks, shards = frames_chunking(n_pos, det_shape)
+    plan = StorePlan(attrs=_store_attrs(kind, scans, positions, prep),
+                     arrays=_store_arrays(kind, scans, positions, measured), blocks=item_blocks(n, n_pos), load=load,
+                     frames=FramesLayout((n, n_pos, *det_shape), ref.dtype, chunks, shards, frames_codecs(),
+                                         FRAMES_CONFIG))
+    return write_store(store_path, plan, overwrite=overwrite, progress=progress)
+
+
+def _checked_in_store_order(scans: list[Scan]) -> tuple[str, list[Scan]]:
+    """(store kind, scans sorted as items) after every per-scan, cross-scan and plausibility check."""
+    from .energy import ENERGY_STACK  # noqa: PLC0415
+    from .plausible import check_angles, check_geometry  # noqa: PLC0415
+
     for s in scans:
         check_scan(s)
     kind = _check_together(scans)
-
     for s in scans:   # plausibility at the door: errors for the impossible, warnings for the unusual
         check_geometry(s.name, radiation=s.radiation, energy_eV=s.energy_eV, wavelength_m=s.wavelength_m,
                        semiangle_rad=s.probe_semiangle_rad, defocus_m=s.defocus_m, distance_m=s.distance_m,
@@ -426,9 +456,12 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         check_angles([s.tilt_angle_rad for s in scans], [s.name for s in scans])
     _warn_if_near_field(scans[0])
     if kind == ENERGY_STACK:
-        scans.sort(key=lambda s: (s.energy_eV, s.polarisation))
-    else:
-        scans.sort(key=lambda s: s.tilt_angle_rad)
+        return kind, sorted(scans, key=lambda s: (s.energy_eV, s.polarisation))
+    return kind, sorted(scans, key=lambda s: s.tilt_angle_rad)
+
+
+def _detector_corrections(scans: list[Scan], corrections: Corrections | None) -> tuple:
+    """(dark, gain, measured, preprocessing record): the files' masks ANDed, then the user's corrections."""
     ref = scans[0]
     measured = None
     for s in scans:
@@ -440,9 +473,14 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     mask_field = ref.fields.get("mask")
     if mask_field:
         prep.setdefault("mask_from_file", mask_field)
+    return dark, gain, measured, prep
 
-    n, n_pos, det_shape = len(scans), ref.n_positions, tuple(ref.detector_shape)
-    positions = np.stack([np.asarray(s.positions_m, dtype=np.float64) for s in scans])
+
+def _store_attrs(kind: str, scans: list[Scan], positions: np.ndarray, prep: dict) -> dict:
+    """Root attributes of a store of scans (``geometry``: item 0's values)."""
+    from .energy import ENERGY_STACK  # noqa: PLC0415
+
+    ref = scans[0]
     geometry = {
         "beam_energy_eV": float(ref.energy_eV),
         "wavelength_m": float(ref.wavelength_m),
@@ -455,7 +493,6 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         "dose_e_per_m2": None,
     }
     assert tuple(geometry) == GEOMETRY_KEYS
-    chunks, shards = frames_chunking(n_pos, det_shape)
     attrs = {
         "ptyhpc_schema": SCHEMA_VERSION, "kind": kind, "radiation": ref.radiation, "geometry": geometry,
         "source_files": [str(s.path.resolve()) + (f":{s.entry}" if s.entry else "") for s in scans],
@@ -474,6 +511,15 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         # the attribute keep the electron sign they were written with.
         attrs["defocus_convention"] = "xray"
         attrs["probe_optics"] = ref.probe_optics
+    return attrs
+
+
+def _store_arrays(kind: str, scans: list[Scan], positions: np.ndarray, measured) -> list:
+    """The arrays written whole: positions, tilt angles, detector mask (and an energy stack's per-item ones)."""
+    from .energy import ENERGY_STACK, per_item_arrays  # noqa: PLC0415
+    from .writer import WholeArray  # noqa: PLC0415
+
+    n, n_pos, det_shape = len(scans), scans[0].n_positions, tuple(scans[0].detector_shape)
     arrays = [
         WholeArray(POSITIONS, positions, (n, n_pos, 2), {"axes": ["y", "x"], "units": "m"},
                    ("item", "position", "axis")),
@@ -486,22 +532,4 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     if kind == ENERGY_STACK:
         arrays += per_item_arrays([s.energy_eV for s in scans], [s.wavelength_m for s in scans],
                                   [s.reciprocal_sampling_inv_m for s in scans])
-
-    def load(block) -> np.ndarray:
-        s = scans[block[0]]
-        where = s.fields.get("frames", "frames")
-        try:
-            counts = s.load_frames()
-        except OSError as exc:   # a damaged chunk or a failing compression filter in the raw file
-            raise IngestError(f"{s.name}: {where}: cannot read ({exc})") from None
-        if counts.shape != (n_pos, *det_shape) or counts.dtype != ref.dtype:
-            raise IngestError(f"{s.name}: {where}: changed since validation "
-                              f"(shape {counts.shape}, dtype {counts.dtype})")
-        check_counts(s.name, counts if measured is None else counts[:, measured], where)
-        warn_fractional_counts(s.name, counts, where)
-        return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
-
-    plan = StorePlan(attrs=attrs, arrays=arrays, blocks=item_blocks(n, n_pos), load=load,
-                     frames=FramesLayout((n, n_pos, *det_shape), ref.dtype, chunks, shards, frames_codecs(),
-                                         FRAMES_CONFIG))
-    return write_store(store_path, plan, overwrite=overwrite, progress=progress)
+    return arrays

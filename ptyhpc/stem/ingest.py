@@ -26,7 +26,7 @@ from ..io.writer import FramesLayout, StorePlan, WholeArray, write_store
 from .calibration import Calibration
 from .readers import StemScan, read_stem_file, sniff_stem_format
 
-__all__ = ["ingest_stem", "stem_chunking", "CHUNK_BYTES", "SHARD_BYTES"]
+__all__ = ["ingest_stem", "stem_chunking", "raster_positions", "CHUNK_BYTES", "SHARD_BYTES"]
 
 #: Target bytes of one inner chunk and of one shard of ``frames``.
 CHUNK_BYTES = 8 << 20
@@ -94,53 +94,20 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
         negative or non-finite counts (found while copying; nothing is left at
         ``store_path``), store exists without ``overwrite``.
     """
-    from ..io.scan import estimate_scan_step  # noqa: PLC0415
-    from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
-
     store_path = Path(store_path)
     files = [Path(f) for f in files]
     if not files:
         raise IngestError("no input files given")
     if (store_path.exists() or store_path.is_symlink()) and not overwrite:
         raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
-    calibration = calibration or Calibration()
-    angles = calibration.tilt_angles_rad
-    if angles is not None and len(angles) != len(files):
-        raise IngestError(f"calibration tilt_angles_rad: {len(angles)} angles for {len(files)} files")
-    scans = []
-    for k, f in enumerate(files):
-        kind = fmt
-        if fmt == "auto":
-            kind = sniff_stem_format(f)
-            if kind is None:
-                raise IngestError(f"{f}: not a recognised 4D-STEM file (MIB, EMPAD XML, ARINA master); "
-                                  "name it with --format mib|empad|arina")
-        scan = read_stem_file(f, kind, calibration)
-        scan.calibration.require(str(f))
-        scan.tilt_angle_rad = 0.0 if angles is None else float(angles[k])
-        scans.append(scan)
-    _check_together(scans)
-    if angles is not None:
-        scans.sort(key=lambda s: s.tilt_angle_rad)
+    scans = _read_scans(files, fmt, calibration or Calibration())
     ref = scans[0]
     cal = ref.calibration
     sy, sx = ref.scan_shape
     n, n_pos, det = len(scans), ref.n_positions, tuple(ref.detector_shape)
     step = tuple(float(v) for v in cal.scan_step_m)
-    iy, ix = np.divmod(np.arange(n_pos), sx)
-    pos = np.stack([iy * step[0], ix * step[1]], axis=1).astype(np.float64)
-    geometry = {
-        "beam_energy_eV": float(cal.beam_energy_eV),
-        "wavelength_m": float(electron_wavelength(cal.beam_energy_eV)),
-        "convergence_semiangle_rad": float(cal.convergence_semiangle_rad),
-        "defocus_m": None if cal.defocus_m is None else float(cal.defocus_m),
-        "Cs_m": 0.0,
-        "reciprocal_sampling_inv_m": [float(v) for v in cal.reciprocal_sampling_inv_m],
-        "scan_step_m": estimate_scan_step(pos[: min(n_pos, 4 * sx)]) if n_pos > 1 else step[0],
-        "scan_origin_m": [0.0, 0.0],
-        "dose_e_per_m2": None,
-    }
-    assert tuple(geometry) == GEOMETRY_KEYS
+    pos = raster_positions(n_pos, sx, step)
+    geometry = _geometry(cal, pos, sx, step)
     chunks, shards = stem_chunking(n_pos, det, ref.dtype.itemsize, chunk_bytes, shard_bytes)
     attrs = {
         "ptyhpc_schema": SCHEMA_VERSION, "kind": "tilt_series", "radiation": "electron",
@@ -190,3 +157,53 @@ def _checked_block(scan: StemScan, block, det) -> np.ndarray:
             raise IngestError(f"{scan.name}: frames {a}:{z}: negative counts")
         np.maximum(data, 0, out=data)
     return data
+
+
+def raster_positions(n_positions: int, scan_x: int, step_m) -> np.ndarray:
+    """Probe positions (n, 2) float64 (y, x), m, of a raster scan in raster order (x fastest), origin 0."""
+    iy, ix = np.divmod(np.arange(n_positions), scan_x)
+    return np.stack([iy * step_m[0], ix * step_m[1]], axis=1).astype(np.float64)
+
+
+def _read_scans(files: list[Path], fmt: str, calibration: Calibration) -> list[StemScan]:
+    """Every file read (format by sniffing for ``auto``), calibrated, checked together, in item order."""
+    angles = calibration.tilt_angles_rad
+    if angles is not None and len(angles) != len(files):
+        raise IngestError(f"calibration tilt_angles_rad: {len(angles)} angles for {len(files)} files")
+    scans = []
+    for k, f in enumerate(files):
+        kind = fmt
+        if fmt == "auto":
+            kind = sniff_stem_format(f)
+            if kind is None:
+                raise IngestError(f"{f}: not a recognised 4D-STEM file (MIB, EMPAD XML, ARINA master); "
+                                  "name it with --format mib|empad|arina")
+        scan = read_stem_file(f, kind, calibration)
+        scan.calibration.require(str(f))
+        scan.tilt_angle_rad = 0.0 if angles is None else float(angles[k])
+        scans.append(scan)
+    _check_together(scans)
+    if angles is not None:
+        scans.sort(key=lambda s: s.tilt_angle_rad)
+    return scans
+
+
+def _geometry(cal: Calibration, pos: np.ndarray, scan_x: int, step: tuple) -> dict:
+    """The root ``geometry`` (:data:`~ptyhpc.io.layout.GEOMETRY_KEYS`); the dose is added once the frames are summed."""
+    from ..io.scan import estimate_scan_step  # noqa: PLC0415
+    from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
+
+    n_pos = len(pos)
+    geometry = {
+        "beam_energy_eV": float(cal.beam_energy_eV),
+        "wavelength_m": float(electron_wavelength(cal.beam_energy_eV)),
+        "convergence_semiangle_rad": float(cal.convergence_semiangle_rad),
+        "defocus_m": None if cal.defocus_m is None else float(cal.defocus_m),
+        "Cs_m": 0.0,
+        "reciprocal_sampling_inv_m": [float(v) for v in cal.reciprocal_sampling_inv_m],
+        "scan_step_m": estimate_scan_step(pos[: min(n_pos, 4 * scan_x)]) if n_pos > 1 else step[0],
+        "scan_origin_m": [0.0, 0.0],
+        "dose_e_per_m2": None,
+    }
+    assert tuple(geometry) == GEOMETRY_KEYS
+    return geometry

@@ -18,6 +18,9 @@ line there, docs/architecture.md).
     Any HDF5 file with a user spec of dataset paths (:mod:`ptyhpc.io.generic`).
 ``mib``, ``arina``, ``empad``
     4D-STEM detector files (:mod:`ptyhpc.stem.readers`): one raster scan per file, one item each.
+``dxchange``
+    Data Exchange tomography projections (:mod:`ptyhpc.io.dxchange`): recognised, refused with a message
+    (not diffraction frames).
 
 ``auto`` asks every reader's ``sniff`` about the first file (a spec given: ``generic``); exactly one must
 say yes.
@@ -33,13 +36,13 @@ import h5py
 
 from ..errors import IngestError
 from ..layout import REGIMES
-from . import arina, cxi, empad, energy, generic, hdf5_tilt, mib, nexus
+from . import arina, cxi, dxchange, empad, energy, generic, hdf5_tilt, mib, nexus
 from .options import ReadOptions
 
 __all__ = ["FORMATS", "READERS", "STEM_FORMATS", "ReadOptions", "detect_format", "read_files", "ingest_files"]
 
 #: ``--format`` name → reader module, in the order sniffing reports them.
-READERS = {m.NAME: m for m in (hdf5_tilt, energy, cxi, nexus, generic, mib, arina, empad)}
+READERS = {m.NAME: m for m in (hdf5_tilt, energy, cxi, nexus, generic, mib, arina, empad, dxchange)}
 FORMATS = ("auto", *READERS)
 #: 4D-STEM detector formats, read by :mod:`ptyhpc.stem.readers`.
 STEM_FORMATS = ("mib", "arina", "empad")

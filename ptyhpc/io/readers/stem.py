@@ -49,22 +49,19 @@ def read_stem(fmt: str, path, options: ReadOptions) -> list[Scan]:
     IngestError
         Reader errors (truncated file, scan shape); calibration missing or implausible.
     """
-    import numpy as np  # noqa: PLC0415
-
     from ...physics.wavelength import electron_wavelength  # noqa: PLC0415
+    from ...stem.ingest import raster_positions  # noqa: PLC0415
     from ...stem.readers import read_stem_file  # noqa: PLC0415
 
     s = read_stem_file(path, fmt, calibration_of(fmt, options))
     cal = s.calibration.require(str(path))
     lam = electron_wavelength(cal.beam_energy_eV)
-    sy, sx = s.scan_shape
-    step = np.broadcast_to(np.asarray(cal.scan_step_m, dtype=np.float64), (2,))
-    iy, ix = np.divmod(np.arange(s.n_positions), sx)
+    step = tuple(float(v) for v in cal.scan_step_m)
     return [Scan(path=Path(path), source_format=fmt, load_frames=lambda: s.read_block(0, s.n_positions),
                  n_positions=s.n_positions, detector_shape=tuple(s.detector_shape), dtype=s.dtype,
-                 positions_m=np.stack([iy * step[0], ix * step[1]], axis=1), radiation="electron",
+                 positions_m=raster_positions(s.n_positions, s.scan_shape[1], step), radiation="electron",
                  energy_eV=float(cal.beam_energy_eV), wavelength_m=lam, distance_m=1.0,
-                 pixel_size_m=tuple(float(k * lam) for k in np.broadcast_to(cal.reciprocal_sampling_inv_m, (2,))),
+                 pixel_size_m=tuple(float(k * lam) for k in cal.reciprocal_sampling_inv_m),
                  probe_semiangle_rad=cal.convergence_semiangle_rad, defocus_m=cal.defocus_m, fields=s.fields,
                  native=s)]
 
