@@ -139,8 +139,9 @@ def run_ingest(code_root: Path, files: list[str], out: Path, kw: dict) -> str | 
     """Ingest in a fresh process with ``code_root`` first on the path; the error text or None."""
     env = {**os.environ, "PYTHONPATH": str(code_root), "MPLBACKEND": "Agg"}
     # cwd: the output's folder, never a source tree (``python -c`` puts the cwd first on sys.path).
-    r = subprocess.run([sys.executable, "-c", INGEST, json.dumps([files, str(out), kw, str(code_root.resolve())])], env=env,
-                       capture_output=True, text=True, cwd=out.parent)
+    payload = json.dumps([files, str(out), kw, str(code_root.resolve())])
+    r = subprocess.run([sys.executable, "-c", INGEST, payload], env=env, capture_output=True, text=True,
+                       cwd=out.parent)
     return None if r.returncode == 0 else r.stderr.strip().splitlines()[-1]
 
 
@@ -157,7 +158,8 @@ def compare(a: Path, b: Path) -> tuple[int, list[str]]:
     names_a = {n for n, _ in ga.members(max_depth=None)}
     names_b = {n for n, _ in gb.members(max_depth=None)}
     if names_a != names_b:
-        diffs.append(f"members differ: only in new {sorted(names_a - names_b)}, only in ref {sorted(names_b - names_a)}")
+        diffs.append(f"members differ: only in new {sorted(names_a - names_b)}, "
+                     f"only in ref {sorted(names_b - names_a)}")
     n = 0
     for name in sorted(names_a & names_b):
         xa, xb = ga[name], gb[name]
@@ -171,7 +173,8 @@ def compare(a: Path, b: Path) -> tuple[int, list[str]]:
         if isinstance(xa, zarr.Array):
             n += 1
             va, vb = xa[...], xb[...]
-            if va.dtype != vb.dtype or va.shape != vb.shape or not np.array_equal(va, vb, equal_nan=va.dtype.kind == "f"):
+            same = va.dtype == vb.dtype and va.shape == vb.shape
+            if not (same and np.array_equal(va, vb, equal_nan=va.dtype.kind == "f")):
                 diffs.append(f"{name}: values differ")
     return n, diffs
 

@@ -1,9 +1,10 @@
 """Raw-file readers, ingest into the zarr store, and store access.
 
-Readers: the project's per-item HDF5 files (:mod:`.hdf5_tilt`, :mod:`.energy`), CXI
+Parsers: the project's per-item HDF5 files (:mod:`.hdf5_tilt`, :mod:`.energy`), CXI
 (:mod:`.cxi`), NeXus NXptycho (:mod:`.nexus`), any HDF5 with a spec of dataset paths
-(:mod:`.generic`); :func:`ingest_files` detects the format and writes the store
-(:mod:`.scan` for single scans, :mod:`.detector` for dark/flat/mask).
+(:mod:`.generic`). :mod:`.readers` puts every format (4D-STEM included) behind one interface;
+:func:`ingest_files` chooses the reader and writes the store through :mod:`.writer`, the one store
+writer (:mod:`.scan` for scans, :mod:`.detector` for dark/flat/mask). Errors: :mod:`.errors`.
 
 Names of the store's arrays and attributes are in :mod:`ptyhpc.io.layout`.
 """

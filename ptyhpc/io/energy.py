@@ -52,7 +52,7 @@ import numpy as np
 from ..physics.wavelength import photon_wavelength  # re-exported: its home used to be here
 from .checksum import FRAMES_CONFIG
 from .errors import IngestError
-from .hdf5_tilt import read_number as _num  # same checks and messages as the electron reader
+from .hdf5_tilt import read_number  # same checks and messages as the electron reader
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .validate import SUPPORTED_DTYPES
 
@@ -146,17 +146,17 @@ def read_xray_metadata(path: str | PathLike) -> XrayScanMetadata:
         pol = (pol.decode() if isinstance(pol, bytes) else str(pol)).strip()
         if not pol:
             raise IngestError(f"{path}: {INSTRUMENT}/polarisation: empty label")
-        tilt = _num(path, a, "tilt_angle_deg", required=False) or 0.0
+        tilt = read_number(path, a, "tilt_angle_deg", required=False) or 0.0
         return XrayScanMetadata(
             path=path,
-            photon_energy_eV=_num(path, a, "photon_energy_eV", positive=True),
+            photon_energy_eV=read_number(path, a, "photon_energy_eV", positive=True),
             polarisation=pol,
-            detector_distance_m=_num(path, a, "detector_distance_m", positive=True),
-            detector_pixel_size_m=_num(path, a, "detector_pixel_size_m", size=2, positive=True),
-            probe_semiangle_rad=_num(path, a, "probe_semiangle_rad", positive=True),
-            defocus_m=_num(path, a, "defocus_m"),
-            scan_origin_m=_num(path, a, "scan_origin_m", size=2),
-            scan_step_m=_num(path, a, "scan_step_m", positive=True),
+            detector_distance_m=read_number(path, a, "detector_distance_m", positive=True),
+            detector_pixel_size_m=read_number(path, a, "detector_pixel_size_m", size=2, positive=True),
+            probe_semiangle_rad=read_number(path, a, "probe_semiangle_rad", positive=True),
+            defocus_m=read_number(path, a, "defocus_m"),
+            scan_origin_m=read_number(path, a, "scan_origin_m", size=2),
+            scan_step_m=read_number(path, a, "scan_step_m", positive=True),
             tilt_angle_rad=float(np.radians(tilt)),
             scan_shape=(int(ds.shape[0]), int(ds.shape[1])),
             detector_shape=(int(ds.shape[2]), int(ds.shape[3])),

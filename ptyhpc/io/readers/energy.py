@@ -18,7 +18,7 @@ WHY = hdf5_tilt.WHY.replace("hdf5-tilt", "energy-stack")
 
 
 def sniff(path) -> bool:
-    """HDF5 whose ``entry/instrument`` has ``photon_energy_eV`` (:func:`ptyhpc.io.energy.is_xray_file`), not NXptycho."""
+    """HDF5 with ``photon_energy_eV`` in ``entry/instrument`` (:func:`~ptyhpc.io.energy.is_xray_file`), not NXptycho."""
     from ..nexus import is_nxptycho  # noqa: PLC0415
 
     return is_xray_file(path) and not is_nxptycho(path)
@@ -31,7 +31,8 @@ def read(path, options: ReadOptions) -> list[Scan]:
     options.refuse(REFUSED, WHY)
     m = read_xray_metadata(path)
     n = m.scan_shape[0] * m.scan_shape[1]
-    return [Scan(path=Path(path), source_format=NAME, load_frames=lambda: read_counts(path).reshape(n, *m.detector_shape),
+    shape = (n, *m.detector_shape)
+    return [Scan(path=Path(path), source_format=NAME, load_frames=lambda: read_counts(path).reshape(shape),
                  n_positions=n, detector_shape=tuple(m.detector_shape), dtype=m.dtype, positions_m=scan_positions(m),
                  radiation="xray", energy_eV=m.photon_energy_eV, wavelength_m=m.wavelength_m,
                  distance_m=m.detector_distance_m, pixel_size_m=tuple(m.detector_pixel_size_m),

@@ -1,4 +1,4 @@
-"""Reader ``mib``: Quantum Detectors Merlin ``.mib`` (single or quad chip), one raster 4D-STEM scan per file (:mod:`ptyhpc.stem.readers`)."""
+"""Reader ``mib``: Merlin ``.mib`` files (single or quad chip), one 4D-STEM raster scan each (:mod:`ptyhpc.stem`)."""
 
 from __future__ import annotations
 
