@@ -265,8 +265,6 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
         ``regime`` or a ``focus_to_sample_m`` that is not > 0 (or is given for
         the far field). Messages name the file and the field.
     """
-    from ..physics.wavelength import energy_from_wavelength, wavelength_function  # noqa: PLC0415
-
     from .scan import Scan, scan_propagation  # noqa: PLC0415
 
     path = Path(path)
@@ -292,30 +290,8 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
             distance, fields["distance"] = _quantity(path, detector, ("distance",), LENGTH)
             rad, fields["radiation"] = _radiation(path, instrument, radiation)
 
-            beam = _one(path, instrument, "NXbeam", required=False)
             sample = _one(path, entry, "NXsample")
-            if beam is None:
-                beam = _one(path, sample, "NXbeam", required=False)
-            if beam is None:
-                raise IngestError(f"{path}: {instrument.name}: no NXbeam group (incident energy)")
-            energy, fields["energy"] = _quantity(path, beam, ("incident_energy", "incident_beam_energy", "energy"),
-                                                 ENERGY, required=False)
-            wavelength, wfield = _quantity(path, beam, ("incident_wavelength", "wavelength"), LENGTH, required=False)
-            if energy is None and wavelength is None:
-                raise IngestError(f"{path}: {beam.name}/incident_energy: missing (nor incident_wavelength)")
-            if energy is not None and not energy > 0:
-                raise IngestError(f"{path}: {fields['energy']}: must be > 0, got {energy} eV")
-            if wavelength is not None and not wavelength > 0:
-                raise IngestError(f"{path}: {wfield}: must be > 0, got {wavelength} m")
-            lam_of = wavelength_function(rad)
-            if energy is None:
-                energy = energy_from_wavelength(rad, wavelength)
-                fields["energy"] = f"{wfield} (converted)"
-            lam = lam_of(energy)
-            if wavelength is not None and abs(wavelength - lam) > 1e-3 * lam:
-                raise IngestError(f"{path}: {wfield}: {wavelength:.6g} m disagrees with the energy's "
-                                  f"{lam:.6g} m ({fields['energy']})")
-            fields["wavelength"] = wfield or f"from {fields['energy']}"
+            energy, lam = _beam(path, instrument, sample, rad, fields)
 
             t, tilt, fields["positions"] = _sample_translation(path, sample, n)
             positions = -t[:, [1, 0]]  # probe on the sample = −(sample translation); store order (y, x)
@@ -341,6 +317,38 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
                 **scan_propagation(path, regime, focus_to_sample_m, float(distance)),
             ))
     return scans
+
+
+def _beam(path: Path, instrument, sample, rad: str, fields: dict) -> tuple[float, float]:
+    """(energy eV, wavelength m) from the NXbeam (of the instrument, else of the sample); records their fields.
+
+    Either the energy or the wavelength may be given; both must be > 0 and agree within 0.1 %.
+    """
+    from ..physics.wavelength import energy_from_wavelength, wavelength_function  # noqa: PLC0415
+
+    beam = _one(path, instrument, "NXbeam", required=False)
+    if beam is None:
+        beam = _one(path, sample, "NXbeam", required=False)
+    if beam is None:
+        raise IngestError(f"{path}: {instrument.name}: no NXbeam group (incident energy)")
+    energy, fields["energy"] = _quantity(path, beam, ("incident_energy", "incident_beam_energy", "energy"),
+                                         ENERGY, required=False)
+    wavelength, wfield = _quantity(path, beam, ("incident_wavelength", "wavelength"), LENGTH, required=False)
+    if energy is None and wavelength is None:
+        raise IngestError(f"{path}: {beam.name}/incident_energy: missing (nor incident_wavelength)")
+    if energy is not None and not energy > 0:
+        raise IngestError(f"{path}: {fields['energy']}: must be > 0, got {energy} eV")
+    if wavelength is not None and not wavelength > 0:
+        raise IngestError(f"{path}: {wfield}: must be > 0, got {wavelength} m")
+    if energy is None:
+        energy = energy_from_wavelength(rad, wavelength)
+        fields["energy"] = f"{wfield} (converted)"
+    lam = wavelength_function(rad)(energy)
+    if wavelength is not None and abs(wavelength - lam) > 1e-3 * lam:
+        raise IngestError(f"{path}: {wfield}: {wavelength:.6g} m disagrees with the energy's "
+                          f"{lam:.6g} m ({fields['energy']})")
+    fields["wavelength"] = wfield or f"from {fields['energy']}"
+    return energy, lam
 
 
 def _loader(path: Path, name: str, n: int, det_shape: tuple):
