@@ -195,13 +195,20 @@ def _progress_mode():
     return True if sys.stderr.isatty() else "lines"
 
 
+def _ingest_formats() -> tuple:
+    """The ``--format`` names, from the reader registry (:data:`ptyhpc.io.readers.FORMATS`)."""
+    from .io.readers import FORMATS  # noqa: PLC0415
+
+    return FORMATS
+
+
 @app.command()
 def ingest(files: List[Path] = typer.Argument(..., help="raw files: per-item HDF5 (tilt angles or X-ray energies), "
                                                         "CXI, NeXus NXptycho or any HDF5 with --spec"),
            output: Path = typer.Option(..., "-o", "--output", help="zarr store to create"),
            overwrite: bool = typer.Option(False, help="replace an existing store (only once the new one is complete)"),
-           fmt: str = typer.Option("auto", "--format", help="auto | hdf5-tilt | cxi | nexus | generic | mib | arina | empad (auto: from "
-                                                            "the first file's content; generic when --spec is given)"),
+           fmt: str = typer.Option("auto", "--format", help=" | ".join(_ingest_formats()) + " (auto: from the first "
+                                   "file's content; generic when --spec is given)"),
            spec: Optional[Path] = typer.Option(None, "--spec", help="YAML of dataset paths for --format generic "
                                                                     "(docs/readers.md)"),
            dark: Optional[str] = typer.Option(None, "--dark", help="FILE[:path] of dark frames; their mean is "

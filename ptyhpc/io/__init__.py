@@ -1,19 +1,21 @@
 """Raw-file readers, ingest into the zarr store, and store access.
 
-Readers: the project's per-item HDF5 files (:mod:`.hdf5_tilt`, :mod:`.energy`), CXI
+Parsers: the project's per-item HDF5 files (:mod:`.hdf5_tilt`, :mod:`.energy`), CXI
 (:mod:`.cxi`), NeXus NXptycho (:mod:`.nexus`), any HDF5 with a spec of dataset paths
-(:mod:`.generic`); :func:`ingest_files` detects the format and writes the store
-(:mod:`.scan` for single scans, :mod:`.detector` for dark/flat/mask).
+(:mod:`.generic`). :mod:`.readers` puts every format (4D-STEM included) behind one interface;
+:func:`ingest_files` chooses the reader and writes the store through :mod:`.writer`, the one store
+writer (:mod:`.scan` for scans, :mod:`.detector` for dark/flat/mask). Errors: :mod:`.errors`.
 
 Names of the store's arrays and attributes are in :mod:`ptyhpc.io.layout`.
 """
 
-from .hdf5_tilt import ScanMetadata, read_counts, read_scan_metadata, scan_positions
+from .errors import IngestError
+from .hdf5_tilt import ScanMetadata, read_counts, read_scan_metadata, scan_positions, validate_files
 from .ingest import frames_chunking, geometry_from_metadata, ingest
 from .readers import FORMATS, detect_format, ingest_files
 from .store import (StoreError, n_items, open_store, read_geometry, read_item, read_mask, read_propagation,
                     require_result_array)
-from .validate import IngestError, check_counts, check_series, validate_files
+from .validate import check_counts, check_series
 
 __all__ = [
     "FORMATS",

@@ -68,7 +68,7 @@ _EV = 1.602176634e-19  # J per eV (CXI energies are in J)
 
 def _wavelength(f, path) -> tuple[float, str]:
     """λ from ``source_1/wavelength``, else hc/E from ``source_1/energy`` (J); (value, field read)."""
-    from .energy import photon_wavelength  # noqa: PLC0415
+    from ..physics.wavelength import photon_wavelength  # noqa: PLC0415
 
     if f"{_SRC}/wavelength" in f:
         return float(f[f"{_SRC}/wavelength"][()]), f"{_SRC}/wavelength"
@@ -203,7 +203,7 @@ def read_cxi_scan(path: str | PathLike, *, probe_semiangle_rad: float | None = N
         As :func:`read_cxi`; ``source_1/energy`` disagreeing with the wavelength by more than 0.1 %;
         an unknown ``regime``; ``focus_to_sample_m`` not a finite number > 0, or given for the far field.
     """
-    from .energy import photon_wavelength  # noqa: PLC0415
+    from ..physics.wavelength import photon_wavelength  # noqa: PLC0415
     from .scan import Scan, scan_propagation  # noqa: PLC0415
 
     path = Path(path)

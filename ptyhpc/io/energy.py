@@ -41,7 +41,6 @@ records it per item (see :mod:`ptyhpc.pipeline.ptycho_stage`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -49,16 +48,15 @@ from pathlib import Path
 import h5py
 import hdf5plugin  # noqa: F401  (compression filters facility files use)
 import numpy as np
-import zarr
-from scipy.constants import c, e, h
-from zarr.codecs import BloscCodec, BloscShuffle
 
-from .checksum import FRAMES_CONFIG, checked, result_codecs
+from ..physics.wavelength import photon_wavelength  # re-exported: its home used to be here
+from .checksum import FRAMES_CONFIG
+from .errors import IngestError
+from .hdf5_tilt import read_number  # same checks and messages as the electron reader
 from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
-from .hdf5_tilt import _number as _num  # same checks and messages as the electron reader
-from .validate import SUPPORTED_DTYPES, IngestError
+from .validate import SUPPORTED_DTYPES
 
-__all__ = ["XrayScanMetadata", "photon_wavelength", "read_xray_metadata", "is_xray_file",
+__all__ = ["XrayScanMetadata", "photon_wavelength", "read_xray_metadata", "is_xray_file", "scan_positions",
            "ingest_energy_stack", "item_geometry", "item_groups", "ENERGY_STACK",
            "PHOTON_ENERGY", "WAVELENGTH", "RECIPROCAL_SAMPLING"]
 
@@ -72,29 +70,6 @@ INSTRUMENT = "entry/instrument"
 # Attributes that must agree across the files of one stack (floats compared with rtol 1e-9).
 _COMMON = ("detector_distance_m", "detector_pixel_size_m", "probe_semiangle_rad", "defocus_m",
            "scan_origin_m", "scan_step_m")
-
-
-def photon_wavelength(energy_eV: float) -> float:
-    """Photon wavelength λ = hc/E.
-
-    Parameters
-    ----------
-    energy_eV : float
-        Photon energy, eV (> 0).
-
-    Returns
-    -------
-    float
-        m (1.2398 nm at 1 keV).
-
-    Raises
-    ------
-    ValueError
-        Non-positive or non-finite energy.
-    """
-    if not (np.isfinite(energy_eV) and energy_eV > 0):
-        raise ValueError(f"photon energy must be a positive number of eV, got {energy_eV!r}")
-    return h * c / (e * float(energy_eV))
 
 
 @dataclass(frozen=True)
@@ -171,17 +146,17 @@ def read_xray_metadata(path: str | PathLike) -> XrayScanMetadata:
         pol = (pol.decode() if isinstance(pol, bytes) else str(pol)).strip()
         if not pol:
             raise IngestError(f"{path}: {INSTRUMENT}/polarisation: empty label")
-        tilt = _num(path, a, "tilt_angle_deg", required=False) or 0.0
+        tilt = read_number(path, a, "tilt_angle_deg", required=False) or 0.0
         return XrayScanMetadata(
             path=path,
-            photon_energy_eV=_num(path, a, "photon_energy_eV", positive=True),
+            photon_energy_eV=read_number(path, a, "photon_energy_eV", positive=True),
             polarisation=pol,
-            detector_distance_m=_num(path, a, "detector_distance_m", positive=True),
-            detector_pixel_size_m=_num(path, a, "detector_pixel_size_m", size=2, positive=True),
-            probe_semiangle_rad=_num(path, a, "probe_semiangle_rad", positive=True),
-            defocus_m=_num(path, a, "defocus_m"),
-            scan_origin_m=_num(path, a, "scan_origin_m", size=2),
-            scan_step_m=_num(path, a, "scan_step_m", positive=True),
+            detector_distance_m=read_number(path, a, "detector_distance_m", positive=True),
+            detector_pixel_size_m=read_number(path, a, "detector_pixel_size_m", size=2, positive=True),
+            probe_semiangle_rad=read_number(path, a, "probe_semiangle_rad", positive=True),
+            defocus_m=read_number(path, a, "defocus_m"),
+            scan_origin_m=read_number(path, a, "scan_origin_m", size=2),
+            scan_step_m=read_number(path, a, "scan_step_m", positive=True),
             tilt_angle_rad=float(np.radians(tilt)),
             scan_shape=(int(ds.shape[0]), int(ds.shape[1])),
             detector_shape=(int(ds.shape[2]), int(ds.shape[3])),
@@ -211,7 +186,8 @@ def _check_stack(metas: list[XrayScanMetadata]) -> None:
         seen[key] = m.path
 
 
-def _positions(m: XrayScanMetadata) -> np.ndarray:
+def scan_positions(m: XrayScanMetadata) -> np.ndarray:
+    """Probe positions (n, 2) (y, x) of a raster scan, m, x fastest."""
     i, j = np.indices(m.scan_shape, dtype=np.float64)
     return np.stack([i.ravel(), j.ravel()], 1) * m.scan_step_m + np.asarray(m.scan_origin_m)
 
@@ -248,28 +224,53 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
         differing between files; two files with the same energy and
         polarisation; NaN/inf or negative counts.
     """
-    from rich.progress import Progress  # noqa: PLC0415
-
     from .hdf5_tilt import read_counts  # noqa: PLC0415  (same counts layout and checks)
-    from .ingest import _remove, commit_store, frames_chunking, partial_path  # noqa: PLC0415
+    from .ingest import frames_codecs  # noqa: PLC0415
+    from .plausible import check_geometry, warn_fractional_counts  # noqa: PLC0415
+    from .safe_write import check_target  # noqa: PLC0415
+    from .writer import FramesLayout, StorePlan, WholeArray, frames_chunking, item_blocks, write_store  # noqa: PLC0415
 
     files = [Path(f) for f in files]
     store_path = Path(store_path)
-    from .safe_write import check_target  # noqa: PLC0415
-
     check_target(store_path, overwrite, files)   # safe overwrite: only a ptyhpc store, never an input
     metas = sorted((read_xray_metadata(f) for f in files), key=lambda m: (m.photon_energy_eV, m.polarisation))
     _check_stack(metas)
-    from .plausible import check_geometry, warn_fractional_counts  # noqa: PLC0415
-
     for m in metas:   # plausibility at the door: errors for the impossible, warnings for the unusual
         check_geometry(m.path, radiation="xray", energy_eV=m.photon_energy_eV, wavelength_m=m.wavelength_m,
                        semiangle_rad=m.probe_semiangle_rad, defocus_m=m.defocus_m, distance_m=m.detector_distance_m,
-                       reciprocal_sampling_inv_m=m.reciprocal_sampling_inv_m, positions_m=_positions(m),
+                       reciprocal_sampling_inv_m=m.reciprocal_sampling_inv_m, positions_m=scan_positions(m),
                        scan_step_m=m.scan_step_m)
     ref = metas[0]
     n, n_pos = len(metas), ref.scan_shape[0] * ref.scan_shape[1]
     chunks, shards = frames_chunking(n_pos, ref.detector_shape)
+    attrs = {
+        "ptyhpc_schema": SCHEMA_VERSION, "kind": ENERGY_STACK, "radiation": "xray", "geometry": _geometry(ref),
+        "polarisation": [m.polarisation for m in metas], "detector_distance_m": ref.detector_distance_m,
+        "detector_pixel_size_m": list(ref.detector_pixel_size_m),
+        "source_files": [str(m.path.resolve()) for m in metas],
+    }
+    arrays = [
+        WholeArray(POSITIONS, np.stack([scan_positions(m) for m in metas]), (n, n_pos, 2),
+                   {"axes": ["y", "x"], "units": "m"}),
+        WholeArray(TILT_ANGLE, np.array([m.tilt_angle_rad for m in metas]), (n,), {"units": "rad", "axis": "y"}),
+        *per_item_arrays([m.photon_energy_eV for m in metas], [m.wavelength_m for m in metas],
+                         [m.reciprocal_sampling_inv_m for m in metas]),
+    ]
+
+    def check(block, counts):
+        if block[0] == 0:
+            warn_fractional_counts(metas[0].path, counts)
+
+    plan = StorePlan(attrs=attrs, arrays=arrays, blocks=item_blocks(n, n_pos),
+                     frames=FramesLayout((n, n_pos, *ref.detector_shape), ref.dtype, chunks, shards, frames_codecs(),
+                                         FRAMES_CONFIG),
+                     load=lambda block: read_counts(metas[block[0]].path),   # checks NaN/inf and negative counts
+                     check=check)
+    return write_store(store_path, plan, overwrite=overwrite, progress=progress)
+
+
+def _geometry(ref: XrayScanMetadata) -> dict:
+    """The root ``geometry`` of an energy stack: item 0's values."""
     geometry = {
         "beam_energy_eV": ref.photon_energy_eV, "wavelength_m": ref.wavelength_m,
         "convergence_semiangle_rad": ref.probe_semiangle_rad, "defocus_m": ref.defocus_m, "Cs_m": 0.0,
@@ -277,56 +278,18 @@ def ingest_energy_stack(files: Iterable[str | PathLike], store_path: str | PathL
         "scan_origin_m": list(ref.scan_origin_m), "dose_e_per_m2": None,
     }
     assert tuple(geometry) == GEOMETRY_KEYS
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(store_path)
-    try:
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        root.attrs.update({
-            "ptyhpc_schema": SCHEMA_VERSION, "kind": ENERGY_STACK, "radiation": "xray", "geometry": geometry,
-            "polarisation": [m.polarisation for m in metas],
-            "detector_distance_m": ref.detector_distance_m,
-            "detector_pixel_size_m": list(ref.detector_pixel_size_m),
-            "source_files": [str(m.path.resolve()) for m in metas],
-        })
-        frames = root.create_array(
-            FRAMES, shape=(n, n_pos, *ref.detector_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
-            config=FRAMES_CONFIG, fill_value=0,
-            dimension_names=("item", "position", "det_y", "det_x"))
-        root.create_array(POSITIONS, compressors=result_codecs(),
-                          data=np.stack([_positions(m) for m in metas]), chunks=(n, n_pos, 2),
-                          attributes={"axes": ["y", "x"], "units": "m"})
-        root.create_array(TILT_ANGLE, compressors=result_codecs(),
-                          data=np.array([m.tilt_angle_rad for m in metas]), chunks=(n,),
-                          attributes={"units": "rad", "axis": "y"})
-        root.create_array(PHOTON_ENERGY, compressors=result_codecs(),
-                          data=np.array([m.photon_energy_eV for m in metas]), chunks=(n,),
-                          attributes={"units": "eV"})
-        root.create_array(WAVELENGTH, compressors=result_codecs(),
-                          data=np.array([m.wavelength_m for m in metas]), chunks=(n,),
-                          attributes={"units": "m"})
-        root.create_array(RECIPROCAL_SAMPLING, compressors=result_codecs(),
-                          data=np.array([m.reciprocal_sampling_inv_m for m in metas]),
-                          chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
-        with Progress(disable=not progress) as bar, ThreadPoolExecutor(1) as reader:
-            task = bar.add_task("ingest", total=n)
-            # Read (HDF5 decompression) file k+1 while file k is compressed and written: both
-            # release the GIL, so ingest runs at about the pace of the slower of the two.
-            pending = reader.submit(read_counts, metas[0].path)  # checks NaN/inf and negative counts
-            for k in range(n):
-                counts = pending.result()
-                if k + 1 < n:
-                    pending = reader.submit(read_counts, metas[k + 1].path)
-                if k == 0:
-                    warn_fractional_counts(metas[0].path, counts)
-                frames[k] = counts
-                bar.advance(task)
-        root.attrs["ingest_complete"] = True
-        commit_store(tmp, store_path, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return store_path
+    return geometry
+
+
+def per_item_arrays(energies_eV, wavelengths_m, reciprocal_sampling_inv_m) -> list:
+    """The per-item arrays of an ``energy_stack`` (photon energy, wavelength, reciprocal sampling)."""
+    from .writer import WholeArray  # noqa: PLC0415
+
+    n = len(energies_eV)
+    return [WholeArray(PHOTON_ENERGY, np.array(energies_eV), (n,), {"units": "eV"}),
+            WholeArray(WAVELENGTH, np.array(wavelengths_m), (n,), {"units": "m"}),
+            WholeArray(RECIPROCAL_SAMPLING, np.array(reciprocal_sampling_inv_m), (n, 2),
+                       {"units": "1/m", "axes": ["y", "x"]})]
 
 
 def item_geometry(group, item: int) -> dict:

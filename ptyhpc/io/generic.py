@@ -187,12 +187,10 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
 
     Returns
     -------
-    scan : Scan
+    Scan
         :class:`ptyhpc.io.scan.Scan` (SI; positions (y, x) of the probe on the
-        sample), frames read later at ingest.
-    corrections : dict
-        ``dark``, ``flat``, ``mask`` (``"FILE:path"`` strings or None) and
-        ``mask_bad`` from the spec, for :class:`ptyhpc.io.scan.Corrections`.
+        sample), frames read later at ingest; ``scan.corrections`` holds the
+        spec's ``dark``, ``flat`` (``"FILE:path"`` strings or None) and ``mask_bad``.
 
     Raises
     ------
@@ -219,31 +217,7 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
         name, dtype = data.name, np.dtype(data.dtype)
         fields = {"frames": name}
 
-        if spec.positions is not None:
-            ds = _dataset(path, f, spec.positions, "positions")
-            units = _units_of(path, ds, spec.positions_units, LENGTH, "positions_units")
-            pos = to_si(ds[()], units, LENGTH, f"{path}: {ds.name}")
-            if pos.ndim < 2 or pos.shape[-1] != 2:
-                raise IngestError(f"{path}: {ds.name}: expected (n, 2) positions, got shape {pos.shape}")
-            pos = pos.reshape(-1, 2)
-            if pos.shape[0] != n:
-                raise IngestError(f"{path}: {ds.name}: {pos.shape[0]} positions for {n} frames ({name})")
-            if spec.positions_order == "xy":
-                pos = pos[:, ::-1]
-            fields["positions"] = ds.name
-        else:
-            cols = []
-            for key, dname in (("positions_y", spec.positions_y), ("positions_x", spec.positions_x)):
-                ds = _dataset(path, f, dname, key)
-                units = _units_of(path, ds, spec.positions_units, LENGTH, "positions_units")
-                v = to_si(ds[()], units, LENGTH, f"{path}: {ds.name}").ravel()
-                if v.size != n:
-                    raise IngestError(f"{path}: {ds.name}: {v.size} positions for {n} frames ({name})")
-                cols.append(v)
-            pos = np.stack(cols, axis=1)
-            fields["positions"] = f"{spec.positions_y}, {spec.positions_x}"
-        if spec.positions_are == "sample":
-            pos = -pos  # the motor moved the sample: the probe sits at minus its position
+        pos, fields["positions"] = _positions(path, f, spec, n, name)
 
         energy, fields["energy"] = _value(path, f, spec.energy, ENERGY, "energy")
         wavelength, fields["wavelength"] = _value(path, f, spec.wavelength, LENGTH, "wavelength")
@@ -253,26 +227,19 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
         defocus, fields["defocus"] = _value(path, f, spec.defocus, LENGTH, "defocus")
         tilt, fields["tilt_angle"] = _value(path, f, spec.tilt_angle, ANGLE, "tilt_angle")
         z1, fields["focus_to_sample"] = _value(path, f, spec.focus_to_sample, LENGTH, "focus_to_sample")
-        measured = None
-        if spec.mask is not None:
-            ds = _dataset(path, f, spec.mask, "mask")
-            if tuple(ds.shape) != det_shape:
-                raise IngestError(f"{path}: {ds.name}: mask shape {ds.shape} differs from the detector's {det_shape}")
-            m = np.asarray(ds[()])
-            measured = (m == 0) if spec.mask_bad == "nonzero" else (m != 0)
-            fields["mask"] = ds.name
+        measured, fields["mask"] = _measured(path, f, spec, det_shape)
     fields = {k: v for k, v in fields.items() if v is not None}
     pixel = np.atleast_1d(pixel)
     pixel = (float(pixel[0]), float(pixel[-1]))
 
-    from .nexus import _energy_from_wavelength, _wavelength_function  # noqa: PLC0415
+    from ..physics.wavelength import energy_from_wavelength, wavelength_function  # noqa: PLC0415
 
     for key, value in (("energy", energy), ("wavelength", wavelength)):
         if value is not None and not value > 0:
             raise IngestError(f"{path}: {fields[key]}: must be > 0, got {value}")
     if energy is None:
-        energy = _energy_from_wavelength(spec.radiation, wavelength)
-    lam = _wavelength_function(spec.radiation)(energy) if wavelength is None else wavelength
+        energy = energy_from_wavelength(spec.radiation, wavelength)
+    lam = wavelength_function(spec.radiation)(energy) if wavelength is None else wavelength
     shape = (n, *det_shape)
 
     def load() -> np.ndarray:
@@ -285,8 +252,50 @@ def read_generic_scan(path: str | PathLike, spec: GenericSpec | dict | str | Pat
                 tilt_angle_rad=0.0 if tilt is None else tilt, probe_semiangle_rad=semi, defocus_m=defocus,
                 fields={**fields, **({"regime": "spec 'regime'"} if "regime" in spec.model_fields_set else {})},
                 **scan_propagation(path, spec.regime, z1, distance))
-    corrections = {"dark": _ref_text(spec.dark, path), "flat": _ref_text(spec.flat, path), "mask_bad": spec.mask_bad}
-    return scan, corrections
+    scan.corrections = {"dark": _ref_text(spec.dark, path), "flat": _ref_text(spec.flat, path),
+                        "mask_bad": spec.mask_bad}
+    return scan
+
+
+def _positions(path: Path, f: h5py.File, spec: GenericSpec, n: int, frames_name: str) -> tuple[np.ndarray, str]:
+    """(probe positions (n, 2) (y, x) m, field description) from the spec's position datasets."""
+    if spec.positions is not None:
+        ds = _dataset(path, f, spec.positions, "positions")
+        units = _units_of(path, ds, spec.positions_units, LENGTH, "positions_units")
+        pos = to_si(ds[()], units, LENGTH, f"{path}: {ds.name}")
+        if pos.ndim < 2 or pos.shape[-1] != 2:
+            raise IngestError(f"{path}: {ds.name}: expected (n, 2) positions, got shape {pos.shape}")
+        pos = pos.reshape(-1, 2)
+        if pos.shape[0] != n:
+            raise IngestError(f"{path}: {ds.name}: {pos.shape[0]} positions for {n} frames ({frames_name})")
+        if spec.positions_order == "xy":
+            pos = pos[:, ::-1]
+        where = ds.name
+    else:
+        cols = []
+        for key, dname in (("positions_y", spec.positions_y), ("positions_x", spec.positions_x)):
+            ds = _dataset(path, f, dname, key)
+            units = _units_of(path, ds, spec.positions_units, LENGTH, "positions_units")
+            v = to_si(ds[()], units, LENGTH, f"{path}: {ds.name}").ravel()
+            if v.size != n:
+                raise IngestError(f"{path}: {ds.name}: {v.size} positions for {n} frames ({frames_name})")
+            cols.append(v)
+        pos = np.stack(cols, axis=1)
+        where = f"{spec.positions_y}, {spec.positions_x}"
+    if spec.positions_are == "sample":
+        pos = -pos  # the motor moved the sample: the probe sits at minus its position
+    return pos, where
+
+
+def _measured(path: Path, f: h5py.File, spec: GenericSpec, det_shape: tuple) -> tuple:
+    """(measured-pixel mask or None, field name or None) from the spec's ``mask``."""
+    if spec.mask is None:
+        return None, None
+    ds = _dataset(path, f, spec.mask, "mask")
+    if tuple(ds.shape) != det_shape:
+        raise IngestError(f"{path}: {ds.name}: mask shape {ds.shape} differs from the detector's {det_shape}")
+    m = np.asarray(ds[()])
+    return ((m == 0) if spec.mask_bad == "nonzero" else (m != 0)), ds.name
 
 
 def _ref_text(text: str | None, path: Path) -> str | None:

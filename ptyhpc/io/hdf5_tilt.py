@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 
@@ -29,9 +30,10 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters facility files use)
 import numpy as np
 
-from .validate import SUPPORTED_DTYPES, IngestError, check_counts
+from .errors import IngestError
+from .validate import SUPPORTED_DTYPES, check_counts, check_series
 
-__all__ = ["ScanMetadata", "read_scan_metadata", "read_counts", "scan_positions"]
+__all__ = ["ScanMetadata", "read_scan_metadata", "read_counts", "scan_positions", "read_number", "validate_files"]
 
 COUNTS = "entry/data/counts"
 INSTRUMENT = "entry/instrument"
@@ -123,7 +125,7 @@ def _counts_dataset(path: Path, f: h5py.File) -> h5py.Dataset:
     return obj
 
 
-def _number(path: Path, attrs, name: str, *, size: int = 1, positive: bool = False, required: bool = True):
+def read_number(path: Path, attrs, name: str, *, size: int = 1, positive: bool = False, required: bool = True):
     """Attribute ``name`` as a float (size 1) or tuple of floats, checked finite."""
     field = f"{path}: {INSTRUMENT}/{name}"
     if name not in attrs:
@@ -183,25 +185,25 @@ def read_scan_metadata(path: str | PathLike) -> ScanMetadata:
         if "Cs_A" in a and "Cs_mm" in a:
             raise IngestError(f"{path}: {INSTRUMENT}/Cs_A, Cs_mm: give one of them, not both")
         if "Cs_mm" in a:
-            cs_m = _number(path, a, "Cs_mm") * 1e-3
+            cs_m = read_number(path, a, "Cs_mm") * 1e-3
         else:
-            cs_m = (_number(path, a, "Cs_A", required=False) or 0.0) * _ANGSTROM
-        dose = _number(path, a, "dose_e_per_A2", required=False)
+            cs_m = (read_number(path, a, "Cs_A", required=False) or 0.0) * _ANGSTROM
+        dose = read_number(path, a, "dose_e_per_A2", required=False)
         if dose is not None and dose < 0:
             raise IngestError(f"{path}: {INSTRUMENT}/dose_e_per_A2: must be >= 0, got {dose}")
 
         return ScanMetadata(
             path=path,
-            beam_energy_eV=_number(path, a, "beam_energy_eV", positive=True),
-            convergence_semiangle_rad=_number(path, a, "convergence_semiangle_mrad", positive=True) * 1e-3,
-            defocus_m=_number(path, a, "nominal_defocus_A") * _ANGSTROM,
+            beam_energy_eV=read_number(path, a, "beam_energy_eV", positive=True),
+            convergence_semiangle_rad=read_number(path, a, "convergence_semiangle_mrad", positive=True) * 1e-3,
+            defocus_m=read_number(path, a, "nominal_defocus_A") * _ANGSTROM,
             Cs_m=cs_m,
             reciprocal_sampling_inv_m=tuple(
-                v / _ANGSTROM for v in _number(path, a, "detector_sampling_inv_A", size=2, positive=True)
+                v / _ANGSTROM for v in read_number(path, a, "detector_sampling_inv_A", size=2, positive=True)
             ),
-            scan_origin_m=tuple(v * _ANGSTROM for v in _number(path, a, "scan_origin_A", size=2)),
-            scan_step_m=_number(path, a, "scan_step_A", positive=True) * _ANGSTROM,
-            tilt_angle_rad=math.radians(_number(path, a, "tilt_angle_deg")),
+            scan_origin_m=tuple(v * _ANGSTROM for v in read_number(path, a, "scan_origin_A", size=2)),
+            scan_step_m=read_number(path, a, "scan_step_A", positive=True) * _ANGSTROM,
+            tilt_angle_rad=math.radians(read_number(path, a, "tilt_angle_deg")),
             tilt_axis=axis,
             dose_e_per_m2=None if dose is None else dose / _ANGSTROM**2,
             scan_shape=(int(counts.shape[0]), int(counts.shape[1])),
@@ -257,3 +259,27 @@ def scan_positions(meta: ScanMetadata) -> np.ndarray:
     i, j = np.indices(meta.scan_shape, dtype=np.float64)
     pos = np.stack([i.ravel(), j.ravel()], axis=1) * meta.scan_step_m
     return pos + np.asarray(meta.scan_origin_m, dtype=np.float64)
+
+
+def validate_files(files: Iterable[str | PathLike]) -> list[ScanMetadata]:
+    """Read and check the metadata of every file of a tilt series, then the series as a whole.
+
+    Parameters
+    ----------
+    files : iterable of path-like
+        Raw HDF5 files, one per tilt angle, in any order.
+
+    Returns
+    -------
+    list of ScanMetadata
+        In the order given.
+
+    Raises
+    ------
+    IngestError
+        Any per-file problem (see :func:`read_scan_metadata`) or cross-file problem
+        (see :func:`ptyhpc.io.validate.check_series`).
+    """
+    metas = [read_scan_metadata(f) for f in files]
+    check_series(metas)
+    return metas

@@ -1,52 +1,35 @@
-"""Ingest a tilt series of raw HDF5 files into a ptyhpc zarr v3 store."""
+"""Ingest a tilt series of raw HDF5 files (:mod:`ptyhpc.io.hdf5_tilt`) into a ptyhpc zarr v3 store."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import zarr
-from rich.progress import Progress
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from .checksum import FRAMES_CONFIG, checked, result_codecs
-from .hdf5_tilt import ScanMetadata, read_counts, scan_positions
-from .layout import FRAMES, GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
+from .checksum import FRAMES_CONFIG, checked
+from .errors import IngestError
+from .hdf5_tilt import ScanMetadata, read_counts, scan_positions, validate_files
+from .layout import GEOMETRY_KEYS, POSITIONS, SCHEMA_VERSION, TILT_ANGLE
 from .plausible import check_angles, check_store_geometry, warn_fractional_counts
 from .safe_write import check_target
-from .validate import IngestError, validate_files
+from .writer import (MAX_POSITIONS_PER_CHUNK, FramesLayout, StorePlan, WholeArray, commit_store, frames_chunking,
+                     item_blocks, partial_path, read_ahead, write_store)
 
-__all__ = ["ingest", "geometry_from_metadata", "frames_chunking", "partial_path", "commit_store"]
+__all__ = ["ingest", "geometry_from_metadata", "frames_chunking", "partial_path", "commit_store", "read_ahead",
+           "MAX_POSITIONS_PER_CHUNK", "frames_codecs"]
 
 #: Raw fields of the per-angle files, named in plausibility messages.
 _FIELDS = {"energy": "entry/instrument/beam_energy_eV",
            "probe_semiangle": "entry/instrument/convergence_semiangle_mrad",
            "positions": "entry/instrument/scan_step_A"}
 
-#: Upper bound on positions per inner chunk of ``frames``.
-MAX_POSITIONS_PER_CHUNK = 64
 
-
-def frames_chunking(n_positions: int, det_shape: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Chunk and shard shapes of ``frames``.
-
-    One shard per item; inner chunks of a block of positions with full frames.
-    Zarr requires the shard to be a whole number of chunks, so the block is
-    the largest divisor of ``n_positions`` not above
-    :data:`MAX_POSITIONS_PER_CHUNK` (50 for a 20 x 20 scan).
-
-    Returns
-    -------
-    chunks, shards : tuple of int
-        ``(1, block, det_y, det_x)`` and ``(1, n_positions, det_y, det_x)``.
-    """
-    block = max(d for d in range(1, min(n_positions, MAX_POSITIONS_PER_CHUNK) + 1) if n_positions % d == 0)
-    return (1, block, *det_shape), (1, n_positions, *det_shape)
+def frames_codecs() -> list:
+    """Codecs of ``frames`` in tilt-series and energy-stack stores: Blosc zstd, bit shuffle, crc32c checksum."""
+    return checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle))
 
 
 def geometry_from_metadata(meta: ScanMetadata) -> dict:
@@ -68,13 +51,6 @@ def geometry_from_metadata(meta: ScanMetadata) -> dict:
     return geometry
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def ingest(
     files: Iterable[str | PathLike],
     store_path: str | PathLike,
@@ -84,10 +60,9 @@ def ingest(
 ) -> Path:
     """Validate raw per-angle HDF5 files and write them into a new zarr v3 store.
 
-    All files' metadata are checked before anything is written. The store is
-    built in a sibling directory ``<store>.partial-<pid>`` and renamed to
-    ``store_path`` only once complete (``ingest_complete = True``), so a
-    failure never leaves a store that looks usable.
+    All files' metadata are checked before anything is written; the store is
+    written by :func:`ptyhpc.io.writer.write_store` (built aside, renamed into
+    place once complete), so a failure never leaves a store that looks usable.
 
     Parameters
     ----------
@@ -109,7 +84,7 @@ def ingest(
     ------
     IngestError
         ``store_path`` exists and ``overwrite`` is False; no files; any
-        problem found by :func:`~ptyhpc.io.validate.validate_files` or, while
+        problem found by :func:`~ptyhpc.io.hdf5_tilt.validate_files` or, while
         copying, by :func:`~ptyhpc.io.hdf5_tilt.read_counts` (NaN/inf,
         negative counts, file changed since validation).
 
@@ -119,7 +94,7 @@ def ingest(
     increasing tilt angle:
 
     - ``frames`` (n_items, n_positions, det_y, det_x), raw dtype, Blosc zstd
-      with bit shuffle, chunks/shards from :func:`frames_chunking`.
+      with bit shuffle, chunks/shards from :func:`~ptyhpc.io.writer.frames_chunking`.
     - ``positions`` (n_items, n_positions, 2) float64 m, attribute ``axes = ["y", "x"]``.
     - ``tilt_angle`` (n_items,) float64 rad.
     - root attributes ``ptyhpc_schema``, ``kind``, ``radiation``, ``geometry``,
@@ -138,101 +113,24 @@ def ingest(
     check_store_geometry(ref.path, "electron", geometry_from_metadata(ref), scan_positions(ref), fields=_FIELDS)
     check_angles([m.tilt_angle_rad for m in metas], [m.path for m in metas])
     chunks, shards = frames_chunking(n_pos, ref.detector_shape)
+    attrs = {"ptyhpc_schema": SCHEMA_VERSION, "kind": "tilt_series", "radiation": "electron",
+             "geometry": geometry_from_metadata(ref), "source_files": [str(m.path.resolve()) for m in metas]}
+    arrays = [
+        WholeArray(POSITIONS, np.stack([scan_positions(m) for m in metas]), (n, n_pos, 2),
+                   {"axes": ["y", "x"], "units": "m"}, ("item", "position", "axis")),
+        WholeArray(TILT_ANGLE, np.array([m.tilt_angle_rad for m in metas], dtype=np.float64), (n,),
+                   {"units": "rad", "axis": ref.tilt_axis}, ("item",)),
+    ]
 
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(store_path)
-    try:
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        root.attrs.update(
-            {
-                "ptyhpc_schema": SCHEMA_VERSION,
-                "kind": "tilt_series",
-                "radiation": "electron",
-                "geometry": geometry_from_metadata(ref),
-                "source_files": [str(m.path.resolve()) for m in metas],
-            }
-        )
-        frames = root.create_array(
-            FRAMES,
-            shape=(n, n_pos, *ref.detector_shape),
-            dtype=ref.dtype,
-            chunks=chunks,
-            shards=shards,
-            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
-            config=FRAMES_CONFIG,
-            fill_value=0,
-            dimension_names=("item", "position", "det_y", "det_x"),
-        )
-        root.create_array(
-            POSITIONS,
-            compressors=result_codecs(), data=np.stack([scan_positions(m) for m in metas]),
-            chunks=(n, n_pos, 2),
-            attributes={"axes": ["y", "x"], "units": "m"},
-            dimension_names=("item", "position", "axis"),
-        )
-        root.create_array(
-            TILT_ANGLE,
-            compressors=result_codecs(), data=np.array([m.tilt_angle_rad for m in metas], dtype=np.float64),
-            chunks=(n,),
-            attributes={"units": "rad", "axis": ref.tilt_axis},
-            dimension_names=("item",),
-        )
+    def check(block, counts):
+        meta = metas[block[0]]
+        if counts.shape != (n_pos, *ref.detector_shape) or counts.dtype != ref.dtype:
+            raise IngestError(f"{meta.path}: entry/data/counts: changed since validation")
+        if block[0] == 0:
+            warn_fractional_counts(meta.path, counts, "entry/data/counts")
 
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task("ingest", total=n)
-            for k, (meta, counts) in enumerate(zip(metas, read_ahead(lambda m: read_counts(m.path), metas))):
-                bar.update(task, description=f"ingest {meta.path.name}")
-                if counts.shape != (n_pos, *ref.detector_shape) or counts.dtype != ref.dtype:
-                    raise IngestError(f"{meta.path}: entry/data/counts: changed since validation")
-                if k == 0:
-                    warn_fractional_counts(meta.path, counts, "entry/data/counts")
-                frames[k] = counts
-                bar.advance(task)
-
-        root.attrs["ingest_complete"] = True
-        commit_store(tmp, store_path, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return store_path
-
-
-def read_ahead(load, items):
-    """Yield ``load(item)`` for each of ``items`` in order, loading the next one in a thread meanwhile.
-
-    Ingest reads item k+1 while item k is compressed and written: h5py and Blosc release the GIL,
-    and the copy becomes write-bound.
-    """
-    with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(load, items[0]) if len(items) else None
-        for k in range(len(items)):
-            result = pending.result()
-            if k + 1 < len(items):
-                pending = reader.submit(load, items[k + 1])
-            yield result
-
-
-def partial_path(store_path: Path) -> Path:
-    """The sibling folder a store is built in before :func:`commit_store` renames it into place.
-
-    Any leftover of an earlier crashed run of a process with the same pid is removed, and so are the
-    build folders of killed ingests of the same store (:func:`ptyhpc.io.safe_write.clean_stale_for`).
-    """
-    from .safe_write import clean_stale_for  # noqa: PLC0415
-
-    clean_stale_for(store_path)
-    tmp = store_path.with_name(f"{store_path.name}.partial-{os.getpid()}")
-    _remove(tmp)
-    return tmp
-
-
-def commit_store(tmp: Path, store_path: Path, overwrite: bool) -> None:
-    """Rename the complete store ``tmp`` to ``store_path`` (the last step of every ingest).
-
-    :func:`ptyhpc.io.safe_write.replace_store`: with ``overwrite`` the old
-    store is moved aside under its run lock and deleted only once the new one
-    is in place; without it a store created meanwhile by another ingest is kept.
-    """
-    from .safe_write import replace_store  # noqa: PLC0415
-
-    replace_store(tmp, store_path, overwrite)
+    plan = StorePlan(attrs=attrs, arrays=arrays, blocks=item_blocks(n, n_pos),
+                     frames=FramesLayout((n, n_pos, *ref.detector_shape), ref.dtype, chunks, shards, frames_codecs(),
+                                         FRAMES_CONFIG),
+                     load=lambda block: read_counts(metas[block[0]].path), check=check)
+    return write_store(store_path, plan, overwrite=overwrite, progress=progress)

@@ -290,30 +290,8 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
             distance, fields["distance"] = _quantity(path, detector, ("distance",), LENGTH)
             rad, fields["radiation"] = _radiation(path, instrument, radiation)
 
-            beam = _one(path, instrument, "NXbeam", required=False)
             sample = _one(path, entry, "NXsample")
-            if beam is None:
-                beam = _one(path, sample, "NXbeam", required=False)
-            if beam is None:
-                raise IngestError(f"{path}: {instrument.name}: no NXbeam group (incident energy)")
-            energy, fields["energy"] = _quantity(path, beam, ("incident_energy", "incident_beam_energy", "energy"),
-                                                 ENERGY, required=False)
-            wavelength, wfield = _quantity(path, beam, ("incident_wavelength", "wavelength"), LENGTH, required=False)
-            if energy is None and wavelength is None:
-                raise IngestError(f"{path}: {beam.name}/incident_energy: missing (nor incident_wavelength)")
-            if energy is not None and not energy > 0:
-                raise IngestError(f"{path}: {fields['energy']}: must be > 0, got {energy} eV")
-            if wavelength is not None and not wavelength > 0:
-                raise IngestError(f"{path}: {wfield}: must be > 0, got {wavelength} m")
-            lam_of = _wavelength_function(rad)
-            if energy is None:
-                energy = _energy_from_wavelength(rad, wavelength)
-                fields["energy"] = f"{wfield} (converted)"
-            lam = lam_of(energy)
-            if wavelength is not None and abs(wavelength - lam) > 1e-3 * lam:
-                raise IngestError(f"{path}: {wfield}: {wavelength:.6g} m disagrees with the energy's "
-                                  f"{lam:.6g} m ({fields['energy']})")
-            fields["wavelength"] = wfield or f"from {fields['energy']}"
+            energy, lam = _beam(path, instrument, sample, rad, fields)
 
             t, tilt, fields["positions"] = _sample_translation(path, sample, n)
             positions = -t[:, [1, 0]]  # probe on the sample = −(sample translation); store order (y, x)
@@ -341,24 +319,36 @@ def read_nexus_scans(path: str | PathLike, *, radiation: str | None = None,
     return scans
 
 
-def _wavelength_function(radiation: str):
-    if radiation == "xray":
-        from .energy import photon_wavelength  # noqa: PLC0415
+def _beam(path: Path, instrument, sample, rad: str, fields: dict) -> tuple[float, float]:
+    """(energy eV, wavelength m) from the NXbeam (of the instrument, else of the sample); records their fields.
 
-        return photon_wavelength
-    from ptyhpc.physics.wavelength import electron_wavelength  # noqa: PLC0415
+    Either the energy or the wavelength may be given; both must be > 0 and agree within 0.1 %.
+    """
+    from ..physics.wavelength import energy_from_wavelength, wavelength_function  # noqa: PLC0415
 
-    return electron_wavelength
-
-
-def _energy_from_wavelength(radiation: str, wavelength: float) -> float:
-    from scipy.optimize import brentq  # noqa: PLC0415
-
-    lam_of = _wavelength_function(radiation)
-    if radiation == "xray":
-        return lam_of(1.0) / wavelength
-    # λ(E) is monotonic: invert numerically (1 eV … 10 MeV covers every electron microscope).
-    return float(brentq(lambda e: lam_of(e) - wavelength, 1.0, 1e7, rtol=1e-14))
+    beam = _one(path, instrument, "NXbeam", required=False)
+    if beam is None:
+        beam = _one(path, sample, "NXbeam", required=False)
+    if beam is None:
+        raise IngestError(f"{path}: {instrument.name}: no NXbeam group (incident energy)")
+    energy, fields["energy"] = _quantity(path, beam, ("incident_energy", "incident_beam_energy", "energy"),
+                                         ENERGY, required=False)
+    wavelength, wfield = _quantity(path, beam, ("incident_wavelength", "wavelength"), LENGTH, required=False)
+    if energy is None and wavelength is None:
+        raise IngestError(f"{path}: {beam.name}/incident_energy: missing (nor incident_wavelength)")
+    if energy is not None and not energy > 0:
+        raise IngestError(f"{path}: {fields['energy']}: must be > 0, got {energy} eV")
+    if wavelength is not None and not wavelength > 0:
+        raise IngestError(f"{path}: {wfield}: must be > 0, got {wavelength} m")
+    if energy is None:
+        energy = energy_from_wavelength(rad, wavelength)
+        fields["energy"] = f"{wfield} (converted)"
+    lam = wavelength_function(rad)(energy)
+    if wavelength is not None and abs(wavelength - lam) > 1e-3 * lam:
+        raise IngestError(f"{path}: {wfield}: {wavelength:.6g} m disagrees with the energy's "
+                          f"{lam:.6g} m ({fields['energy']})")
+    fields["wavelength"] = wfield or f"from {fields['energy']}"
+    return energy, lam
 
 
 def _loader(path: Path, name: str, n: int, det_shape: tuple):

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from .validate import IngestError
 
-__all__ = ["is_ptyhpc_store", "check_target", "replace_store", "stale_build_folders", "remove_stale_build_folders",
-           "clean_stale_for", "StaleBuildWarning"]
+__all__ = ["is_ptyhpc_store", "check_target", "replace_store", "remove_path", "stale_build_folders",
+           "remove_stale_build_folders", "clean_stale_for", "StaleBuildWarning"]
 
 class StaleBuildWarning(UserWarning):
     """Build folders of killed ingests were found (and, for the same target, removed)."""
@@ -136,7 +136,7 @@ def replace_store(tmp: Path, store_path: Path, overwrite: bool) -> None:
                           "one target); that store is kept and this one discarded")
     check_target(store_path, overwrite)
     old = store_path.with_name(f"{store_path.name}.old-{os.getpid()}")
-    _remove(old)
+    remove_path(old)
     with run_lock(store_path):
         store_path.rename(old)   # the open lock file moves with it; a new run cannot start on it
         try:
@@ -144,10 +144,11 @@ def replace_store(tmp: Path, store_path: Path, overwrite: bool) -> None:
         except BaseException:
             old.rename(store_path)
             raise
-    _remove(old)
+    remove_path(old)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a folder tree, a file or a dangling link; nothing when ``path`` does not exist."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -195,7 +196,7 @@ def remove_stale_build_folders(folder: str | PathLike) -> list[Path]:
     """Delete :func:`stale_build_folders` of ``folder``; returns what was removed."""
     gone = stale_build_folders(folder)
     for p in gone:
-        _remove(p)
+        remove_path(p)
     return gone
 
 
@@ -219,7 +220,7 @@ def clean_stale_for(store_path: str | PathLike) -> list[Path]:
     mine = [p for p in stale if _BUILD.match(p.name)["store"] == store_path.name]
     others = [p for p in stale if p not in mine]
     for p in mine:
-        _remove(p)
+        remove_path(p)
     if mine:
         warnings.warn(f"removed {len(mine)} build folder(s) of killed ingests of {store_path}: "
                       f"{[p.name for p in mine]}", StaleBuildWarning, stacklevel=2)

@@ -13,7 +13,7 @@ so the ptychography stage reads them as it reads every other store. Detector
 corrections (dark, flat, mask; :mod:`ptyhpc.io.detector`) are applied on the
 way and recorded in the root attribute ``preprocessing``. The store is built
 in a sibling folder and renamed into place only when complete, as every
-ingest does (:func:`ptyhpc.io.ingest.commit_store`).
+ingest does (:func:`ptyhpc.io.writer.write_store`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
 
-from .checksum import FRAMES_CONFIG, checked, result_codecs
 from . import detector as det
-from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FAR_FIELD, FOCUS_TO_SAMPLE, FRAMES, GEOMETRY_KEYS, POSITIONS,
+from .checksum import FRAMES_CONFIG
+from .errors import IngestError
+from .layout import (DETECTOR_DISTANCE, DETECTOR_MASK, FAR_FIELD, FOCUS_TO_SAMPLE, GEOMETRY_KEYS, POSITIONS,
                      PROPAGATION_REGIME, SCHEMA_VERSION, TILT_ANGLE, check_propagation)
-from .validate import SUPPORTED_DTYPES, IngestError, check_counts
+from .validate import SUPPORTED_DTYPES, check_counts
 
 __all__ = ["Scan", "Corrections", "ingest_scans", "estimate_scan_step", "NearFieldWarning", "far_field_window_ratio",
            "scan_propagation"]
@@ -95,6 +94,13 @@ class Scan:
     probe_optics : dict or None
         X-ray focusing optics (:meth:`ptyhpc.physics.xray_optics.ZonePlate.to_dict`), stored as the root
         attribute ``probe_optics``; the ptycho stage builds its model probe from it.
+    corrections : dict
+        Detector corrections the file's description names (generic spec: ``dark``, ``flat`` as
+        ``"FILE:path"`` or None, ``mask_bad``); the command line's win.
+    native : object or None
+        The reader's own record when the store of its format holds more than a Scan says
+        (:class:`~ptyhpc.io.hdf5_tilt.ScanMetadata`, :class:`~ptyhpc.io.energy.XrayScanMetadata`,
+        :class:`~ptyhpc.stem.readers.StemScan`); None for CXI, NeXus and generic scans.
     """
 
     path: Path
@@ -119,6 +125,8 @@ class Scan:
     regime: str = FAR_FIELD
     focus_to_sample_m: float | None = None
     probe_optics: dict | None = None
+    corrections: dict = field(default_factory=dict)
+    native: object | None = None
 
     @property
     def name(self) -> str:
@@ -391,25 +399,54 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     NearFieldWarning
         As above.
     """
-    from rich.progress import Progress  # noqa: PLC0415
-
-    from .energy import ENERGY_STACK, PHOTON_ENERGY, RECIPROCAL_SAMPLING, WAVELENGTH  # noqa: PLC0415
-    from .ingest import _remove, commit_store, frames_chunking, partial_path, read_ahead  # noqa: PLC0415
+    from .ingest import frames_codecs  # noqa: PLC0415
+    from .plausible import warn_fractional_counts  # noqa: PLC0415
+    from .safe_write import check_target  # noqa: PLC0415
+    from .writer import FramesLayout, StorePlan, frames_chunking, item_blocks, write_store  # noqa: PLC0415
 
     store_path = Path(store_path)
     scans = list(scans)
-    from .safe_write import check_target  # noqa: PLC0415
-
     refs = (corrections.dark, corrections.flat, corrections.mask) if corrections is not None else ()
     # Safe overwrite: only a ptyhpc store, never a path that is or holds an input.
     check_target(store_path, overwrite, [s.path for s in scans] + [r.file for r in refs if r is not None])
     if not scans:
         raise IngestError("no scans given")
+    kind, scans = _checked_in_store_order(scans)
+    ref = scans[0]
+    dark, gain, measured, prep = _detector_corrections(scans, corrections)
+    n, n_pos, det_shape = len(scans), ref.n_positions, tuple(ref.detector_shape)
+    positions = np.stack([np.asarray(s.positions_m, dtype=np.float64) for s in scans])
+
+    def load(block) -> np.ndarray:
+        s = scans[block[0]]
+        where = s.fields.get("frames", "frames")
+        try:
+            counts = s.load_frames()
+        except OSError as exc:   # a damaged chunk or a failing compression filter in the raw file
+            raise IngestError(f"{s.name}: {where}: cannot read ({exc})") from None
+        if counts.shape != (n_pos, *det_shape) or counts.dtype != ref.dtype:
+            raise IngestError(f"{s.name}: {where}: changed since validation "
+                              f"(shape {counts.shape}, dtype {counts.dtype})")
+        check_counts(s.name, counts if measured is None else counts[:, measured], where)
+        warn_fractional_counts(s.name, counts, where)
+        return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
+
+    chunks, shards = frames_chunking(n_pos, det_shape)
+    plan = StorePlan(attrs=_store_attrs(kind, scans, positions, prep),
+                     arrays=_store_arrays(kind, scans, positions, measured), blocks=item_blocks(n, n_pos), load=load,
+                     frames=FramesLayout((n, n_pos, *det_shape), ref.dtype, chunks, shards, frames_codecs(),
+                                         FRAMES_CONFIG))
+    return write_store(store_path, plan, overwrite=overwrite, progress=progress)
+
+
+def _checked_in_store_order(scans: list[Scan]) -> tuple[str, list[Scan]]:
+    """(store kind, scans sorted as items) after every per-scan, cross-scan and plausibility check."""
+    from .energy import ENERGY_STACK  # noqa: PLC0415
+    from .plausible import check_angles, check_geometry  # noqa: PLC0415
+
     for s in scans:
         check_scan(s)
     kind = _check_together(scans)
-    from .plausible import check_angles, check_geometry  # noqa: PLC0415
-
     for s in scans:   # plausibility at the door: errors for the impossible, warnings for the unusual
         check_geometry(s.name, radiation=s.radiation, energy_eV=s.energy_eV, wavelength_m=s.wavelength_m,
                        semiangle_rad=s.probe_semiangle_rad, defocus_m=s.defocus_m, distance_m=s.distance_m,
@@ -419,9 +456,12 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         check_angles([s.tilt_angle_rad for s in scans], [s.name for s in scans])
     _warn_if_near_field(scans[0])
     if kind == ENERGY_STACK:
-        scans.sort(key=lambda s: (s.energy_eV, s.polarisation))
-    else:
-        scans.sort(key=lambda s: s.tilt_angle_rad)
+        return kind, sorted(scans, key=lambda s: (s.energy_eV, s.polarisation))
+    return kind, sorted(scans, key=lambda s: s.tilt_angle_rad)
+
+
+def _detector_corrections(scans: list[Scan], corrections: Corrections | None) -> tuple:
+    """(dark, gain, measured, preprocessing record): the files' masks ANDed, then the user's corrections."""
     ref = scans[0]
     measured = None
     for s in scans:
@@ -433,9 +473,14 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
     mask_field = ref.fields.get("mask")
     if mask_field:
         prep.setdefault("mask_from_file", mask_field)
+    return dark, gain, measured, prep
 
-    n, n_pos, det_shape = len(scans), ref.n_positions, tuple(ref.detector_shape)
-    positions = np.stack([np.asarray(s.positions_m, dtype=np.float64) for s in scans])
+
+def _store_attrs(kind: str, scans: list[Scan], positions: np.ndarray, prep: dict) -> dict:
+    """Root attributes of a store of scans (``geometry``: item 0's values)."""
+    from .energy import ENERGY_STACK  # noqa: PLC0415
+
+    ref = scans[0]
     geometry = {
         "beam_energy_eV": float(ref.energy_eV),
         "wavelength_m": float(ref.wavelength_m),
@@ -448,80 +493,43 @@ def ingest_scans(scans: Sequence[Scan], store_path: str | PathLike, *, correctio
         "dose_e_per_m2": None,
     }
     assert tuple(geometry) == GEOMETRY_KEYS
-    chunks, shards = frames_chunking(n_pos, det_shape)
+    attrs = {
+        "ptyhpc_schema": SCHEMA_VERSION, "kind": kind, "radiation": ref.radiation, "geometry": geometry,
+        "source_files": [str(s.path.resolve()) + (f":{s.entry}" if s.entry else "") for s in scans],
+        "source_format": ref.source_format,
+        "source_fields": [s.fields for s in scans],
+        DETECTOR_DISTANCE: float(ref.distance_m),
+        PROPAGATION_REGIME: ref.regime,
+        FOCUS_TO_SAMPLE: ref.focus_to_sample_m,
+        "detector_pixel_size_m": [float(v) for v in ref.pixel_size_m],
+        "preprocessing": prep,
+    }
+    if kind == ENERGY_STACK:
+        attrs["polarisation"] = [s.polarisation for s in scans]
+    if ref.radiation == "xray":
+        # X-ray defocus: sample downstream of the focus (ptyhpc.physics.xray_optics); stores without
+        # the attribute keep the electron sign they were written with.
+        attrs["defocus_convention"] = "xray"
+        attrs["probe_optics"] = ref.probe_optics
+    return attrs
 
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(store_path)
-    try:
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        attrs = {
-            "ptyhpc_schema": SCHEMA_VERSION, "kind": kind, "radiation": ref.radiation, "geometry": geometry,
-            "source_files": [str(s.path.resolve()) + (f":{s.entry}" if s.entry else "") for s in scans],
-            "source_format": ref.source_format,
-            "source_fields": [s.fields for s in scans],
-            DETECTOR_DISTANCE: float(ref.distance_m),
-            PROPAGATION_REGIME: ref.regime,
-            FOCUS_TO_SAMPLE: ref.focus_to_sample_m,
-            "detector_pixel_size_m": [float(v) for v in ref.pixel_size_m],
-            "preprocessing": prep,
-        }
-        if kind == ENERGY_STACK:
-            attrs["polarisation"] = [s.polarisation for s in scans]
-        if ref.radiation == "xray":
-            # X-ray defocus: sample downstream of the focus (ptyhpc.physics.xray_optics); stores without
-            # the attribute keep the electron sign they were written with.
-            attrs["defocus_convention"] = "xray"
-            attrs["probe_optics"] = ref.probe_optics
-        root.attrs.update(attrs)
-        frames = root.create_array(
-            FRAMES, shape=(n, n_pos, *det_shape), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=checked(BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)),
-            config=FRAMES_CONFIG, fill_value=0,
-            dimension_names=("item", "position", "det_y", "det_x"))
-        root.create_array(POSITIONS, compressors=result_codecs(),
-                          data=positions, chunks=(n, n_pos, 2), attributes={"axes": ["y", "x"], "units": "m"},
-                          dimension_names=("item", "position", "axis"))
-        root.create_array(TILT_ANGLE, compressors=result_codecs(),
-                          data=np.array([s.tilt_angle_rad for s in scans], dtype=np.float64),
-                          chunks=(n,), attributes={"units": "rad", "axis": "y"}, dimension_names=("item",))
-        root.create_array(DETECTOR_MASK, compressors=result_codecs(),
-                          data=np.ones(det_shape, bool) if measured is None else measured,
-                          chunks=det_shape, dimension_names=("det_y", "det_x"),
-                          attributes={"meaning": "True = measured pixel; False = bad/hot/dead/gap, stored as 0 "
-                                                 "and left free by the engines"})
-        if kind == ENERGY_STACK:
-            root.create_array(PHOTON_ENERGY, compressors=result_codecs(),
-                              data=np.array([s.energy_eV for s in scans]), chunks=(n,),
-                              attributes={"units": "eV"})
-            root.create_array(WAVELENGTH, compressors=result_codecs(),
-                              data=np.array([s.wavelength_m for s in scans]), chunks=(n,),
-                              attributes={"units": "m"})
-            root.create_array(RECIPROCAL_SAMPLING, compressors=result_codecs(),
-                              data=np.array([s.reciprocal_sampling_inv_m for s in scans]),
-                              chunks=(n, 2), attributes={"units": "1/m", "axes": ["y", "x"]})
 
-        def load(s: Scan) -> np.ndarray:
-            try:
-                counts = s.load_frames()
-            except OSError as exc:   # a damaged chunk or a failing compression filter in the raw file
-                raise IngestError(f"{s.name}: {s.fields.get('frames', 'frames')}: cannot read ({exc})") from None
-            if counts.shape != (n_pos, *det_shape) or counts.dtype != ref.dtype:
-                raise IngestError(f"{s.name}: {s.fields.get('frames', 'frames')}: changed since validation "
-                                  f"(shape {counts.shape}, dtype {counts.dtype})")
-            check_counts(s.name, counts if measured is None else counts[:, measured], s.fields.get("frames", "frames"))
-            from .plausible import warn_fractional_counts  # noqa: PLC0415
+def _store_arrays(kind: str, scans: list[Scan], positions: np.ndarray, measured) -> list:
+    """The arrays written whole: positions, tilt angles, detector mask (and an energy stack's per-item ones)."""
+    from .energy import ENERGY_STACK, per_item_arrays  # noqa: PLC0415
+    from .writer import WholeArray  # noqa: PLC0415
 
-            warn_fractional_counts(s.name, counts, s.fields.get("frames", "frames"))
-            return det.correct_frames(counts, dark=dark, gain=gain, measured=measured)
-
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task("ingest", total=n)
-            for k, counts in enumerate(read_ahead(load, scans)):
-                frames[k] = counts
-                bar.advance(task)
-        root.attrs["ingest_complete"] = True
-        commit_store(tmp, store_path, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return store_path
+    n, n_pos, det_shape = len(scans), scans[0].n_positions, tuple(scans[0].detector_shape)
+    arrays = [
+        WholeArray(POSITIONS, positions, (n, n_pos, 2), {"axes": ["y", "x"], "units": "m"},
+                   ("item", "position", "axis")),
+        WholeArray(TILT_ANGLE, np.array([s.tilt_angle_rad for s in scans], dtype=np.float64), (n,),
+                   {"units": "rad", "axis": "y"}, ("item",)),
+        WholeArray(DETECTOR_MASK, np.ones(det_shape, bool) if measured is None else measured, det_shape,
+                   {"meaning": "True = measured pixel; False = bad/hot/dead/gap, stored as 0 and left free by the "
+                               "engines"}, ("det_y", "det_x")),
+    ]
+    if kind == ENERGY_STACK:
+        arrays += per_item_arrays([s.energy_eV for s in scans], [s.wavelength_m for s in scans],
+                                  [s.reciprocal_sampling_inv_m for s in scans])
+    return arrays

@@ -1,20 +1,24 @@
 """Validation of raw input files before and during ingest.
 
 Per-file structural checks (file exists, is HDF5, has the datasets and
-attributes) are made by the reader, :func:`ptyhpc.io.hdf5_tilt.read_scan_metadata`,
-which raises :class:`IngestError`. This module holds the exception, the check
-of the counts themselves and the checks across the files of one series.
+attributes) are made by the readers (:func:`ptyhpc.io.hdf5_tilt.read_scan_metadata`,
+which with :func:`~ptyhpc.io.hdf5_tilt.validate_files` checks a whole series),
+raising :class:`~ptyhpc.io.errors.IngestError`. This module holds the checks of
+the counts themselves and the checks across the files of one series; it
+imports no reader (no import cycle).
 Every message starts with ``<file>: <field>:`` so the user can find the culprit.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from os import PathLike
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .errors import IngestError
 
 if TYPE_CHECKING:
     from .hdf5_tilt import ScanMetadata
@@ -25,7 +29,6 @@ __all__ = [
     "check_counts",
     "check_frames_dataset",
     "check_series",
-    "validate_files",
 ]
 
 #: Raw dtypes the store accepts for ``frames``.
@@ -39,10 +42,6 @@ SUPPORTED_DTYPES = tuple(
 _RTOL = 1e-9
 # Angles closer than this (rad) count as duplicates.
 _ANGLE_ATOL = 1e-9
-
-
-class IngestError(ValueError):
-    """Raw input cannot be ingested; the message names the file and the field."""
 
 
 def check_frames_dataset(path, data) -> tuple[int, tuple[int, int]]:
@@ -165,29 +164,3 @@ def check_series(metas: Sequence[ScanMetadata]) -> None:
                 f"{metas[b].path}: entry/instrument/tilt_angle_deg: duplicate angle "
                 f"{math.degrees(metas[b].tilt_angle_rad):.9g} deg, also in {metas[a].path}"
             )
-
-
-def validate_files(files: Iterable[str | PathLike]) -> list[ScanMetadata]:
-    """Read and check the metadata of every file of a series (no counts are read).
-
-    Parameters
-    ----------
-    files : iterable of path-like
-        Raw HDF5 files, one per tilt angle, in any order.
-
-    Returns
-    -------
-    list of ScanMetadata
-        In the order given.
-
-    Raises
-    ------
-    IngestError
-        Any per-file problem (see :func:`~ptyhpc.io.hdf5_tilt.read_scan_metadata`)
-        or cross-file problem (see :func:`check_series`).
-    """
-    from .hdf5_tilt import read_scan_metadata  # noqa: PLC0415  (the reader imports IngestError from here)
-
-    metas = [read_scan_metadata(f) for f in files]
-    check_series(metas)
-    return metas

@@ -126,7 +126,7 @@ def verify_store(store_path: str | PathLike, *, repair: bool = False) -> dict:
     import contextlib  # noqa: PLC0415
 
     from ..pipeline.lock import run_lock  # noqa: PLC0415
-    from .safe_write import _remove, stale_build_folders  # noqa: PLC0415
+    from .safe_write import remove_path, stale_build_folders  # noqa: PLC0415
 
     store_path = Path(store_path)
     group = open_store(store_path, mode="r+" if repair else "r")
@@ -139,7 +139,7 @@ def verify_store(store_path: str | PathLike, *, repair: bool = False) -> dict:
         if repair:
             _repair(group, report)
             for p in stale:   # this store's build folders only, never another store's
-                _remove(p)
+                remove_path(p)
     left = [p for p in report["problems"] if not (repair and p["repairable"])]
     report["clean"] = not left and not (report["stale_build_folders"] and not repair)
     return report

@@ -1,16 +1,18 @@
-"""Relativistic electron wavelength and interaction constant.
+"""Electron and photon wavelengths, and the interaction constant.
 
 Sources: Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed. (2010),
-eq. (2.5) for the wavelength and eq. (5.6) for the interaction constant.
+eq. (2.5) for the electron wavelength and eq. (5.6) for the interaction constant; λ = hc/E for photons.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from scipy.constants import c, e, h, m_e
 
-__all__ = ["electron_wavelength", "interaction_constant", "transmission_function"]
+__all__ = ["electron_wavelength", "photon_wavelength", "wavelength_function", "energy_from_wavelength",
+           "interaction_constant", "transmission_function"]
 
 
 def electron_wavelength(energy_eV: float) -> float:
@@ -85,3 +87,42 @@ def transmission_function(projected_potential, energy_eV, dtype=None):
     xp = xp_of(projected_potential)
     sigma = interaction_constant(energy_eV)
     return xp.exp(1j * sigma * projected_potential).astype(dtype or np.complex64)
+
+
+def photon_wavelength(energy_eV: float) -> float:
+    """Photon wavelength λ = hc/E.
+
+    Parameters
+    ----------
+    energy_eV : float
+        Photon energy, eV (> 0).
+
+    Returns
+    -------
+    float
+        m (1.2398 nm at 1 keV).
+
+    Raises
+    ------
+    ValueError
+        Non-positive or non-finite energy.
+    """
+    if not (np.isfinite(energy_eV) and energy_eV > 0):
+        raise ValueError(f"photon energy must be a positive number of eV, got {energy_eV!r}")
+    return h * c / (e * float(energy_eV))
+
+
+def wavelength_function(radiation: str):
+    """λ(E) for ``radiation``: :func:`photon_wavelength` for ``"xray"``, else :func:`electron_wavelength`."""
+    return photon_wavelength if radiation == "xray" else electron_wavelength
+
+
+def energy_from_wavelength(radiation: str, wavelength: float) -> float:
+    """The energy (eV) whose wavelength (m) is ``wavelength``: hc/λ for photons, λ(E) inverted for electrons."""
+    from scipy.optimize import brentq  # noqa: PLC0415
+
+    lam_of = wavelength_function(radiation)
+    if radiation == "xray":
+        return lam_of(1.0) / wavelength
+    # λ(E) is monotonic: invert numerically (1 eV … 10 MeV covers every electron microscope).
+    return float(brentq(lambda e: lam_of(e) - wavelength, 1.0, 1e7, rtol=1e-14))

@@ -13,21 +13,20 @@ one is compressed and written; never the whole file.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from ..io.layout import (DETECTOR_MASK, FAR_FIELD, FRAMES, GEOMETRY_KEYS, POSITIONS, PROPAGATION_REGIME,
-                         SCAN_SHAPE, SCHEMA_VERSION, STEM_ATTRS, TILT_ANGLE)
-from ..io.validate import IngestError
+from ..io.errors import IngestError
+from ..io.layout import (DETECTOR_MASK, FAR_FIELD, GEOMETRY_KEYS, POSITIONS, PROPAGATION_REGIME, SCAN_SHAPE,
+                         SCHEMA_VERSION, STEM_ATTRS, TILT_ANGLE)
+from ..io.writer import FramesLayout, StorePlan, WholeArray, write_store
 from .calibration import Calibration
 from .readers import StemScan, read_stem_file, sniff_stem_format
 
-__all__ = ["ingest_stem", "stem_chunking", "CHUNK_BYTES", "SHARD_BYTES"]
+__all__ = ["ingest_stem", "stem_chunking", "raster_positions", "CHUNK_BYTES", "SHARD_BYTES"]
 
 #: Target bytes of one inner chunk and of one shard of ``frames``.
 CHUNK_BYTES = 8 << 20
@@ -95,19 +94,79 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
         negative or non-finite counts (found while copying; nothing is left at
         ``store_path``), store exists without ``overwrite``.
     """
-    from rich.progress import Progress  # noqa: PLC0415
-
-    from ..io.ingest import _remove, commit_store, partial_path  # noqa: PLC0415
-    from ..io.scan import estimate_scan_step  # noqa: PLC0415
-    from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
-
     store_path = Path(store_path)
     files = [Path(f) for f in files]
     if not files:
         raise IngestError("no input files given")
     if (store_path.exists() or store_path.is_symlink()) and not overwrite:
         raise IngestError(f"{store_path}: store already exists; pass overwrite=True (--overwrite) to replace it")
-    calibration = calibration or Calibration()
+    scans = _read_scans(files, fmt, calibration or Calibration())
+    ref = scans[0]
+    cal = ref.calibration
+    sy, sx = ref.scan_shape
+    n, n_pos, det = len(scans), ref.n_positions, tuple(ref.detector_shape)
+    step = tuple(float(v) for v in cal.scan_step_m)
+    pos = raster_positions(n_pos, sx, step)
+    geometry = _geometry(cal, pos, sx, step)
+    chunks, shards = stem_chunking(n_pos, det, ref.dtype.itemsize, chunk_bytes, shard_bytes)
+    attrs = {
+        "ptyhpc_schema": SCHEMA_VERSION, "kind": "tilt_series", "radiation": "electron",
+        "geometry": geometry, "source_files": [str(s.path.resolve()) for s in scans],
+        "source_format": ref.source_format, "source_fields": [s.fields for s in scans],
+        PROPAGATION_REGIME: FAR_FIELD, "preprocessing": {}, SCAN_SHAPE: [int(sy), int(sx)],
+    }
+    arrays = [
+        WholeArray(POSITIONS, np.broadcast_to(pos, (n, n_pos, 2)).copy(), (n, n_pos, 2),
+                   {"axes": ["y", "x"], "units": "m"}, ("item", "position", "axis"), compressors="auto"),
+        WholeArray(TILT_ANGLE, np.array([s.tilt_angle_rad for s in scans]), (n,), {"units": "rad", "axis": "y"},
+                   ("item",), compressors="auto"),
+        WholeArray(DETECTOR_MASK, np.ones(det, bool), det, None, ("det_y", "det_x"), compressors="auto"),
+    ]
+    totals = np.zeros(n)
+
+    def add_total(block, data):
+        totals[block[0]] += float(data.sum(dtype=np.float64))
+
+    def finish() -> dict:
+        dose = (totals / cal.counts_per_electron / (n_pos * step[0] * step[1])).tolist()
+        return {"geometry": {**geometry, "dose_e_per_m2": dose[0]}, STEM_ATTRS: {
+            "scan_step_m": list(step), "scan_rotation_rad": cal.scan_rotation_rad,
+            "detector_transpose": cal.detector_transpose, "counts_per_electron": cal.counts_per_electron,
+            "dose_e_per_m2": dose, "calibration_fields": [s.fields for s in scans]}}
+
+    compressors = BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle) if compress else None
+    plan = StorePlan(attrs=attrs, arrays=arrays, label="ingest 4D-STEM",
+                     blocks=[(k, a, min(a + shards[1], n_pos)) for k in range(n) for a in range(0, n_pos, shards[1])],
+                     frames=FramesLayout((n, n_pos, *det), ref.dtype, chunks, shards, compressors),
+                     load=lambda block: _checked_block(scans[block[0]], block, det), check=add_total, finish=finish)
+    return write_store(store_path, plan, overwrite=overwrite, progress=progress)
+
+
+def _checked_block(scan: StemScan, block, det) -> np.ndarray:
+    """Frames ``block`` = (item, start, stop) of ``scan``, checked (shape, finite, ≥ 0; EMPAD's noise clipped)."""
+    _, a, z = block
+    data = scan.read_block(a, z)
+    if data.shape != (z - a, *det):
+        raise IngestError(f"{scan.name}: frames {a}:{z}: read shape {data.shape}, expected "
+                          f"{(z - a, *det)} (file changed or truncated while reading)")
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise IngestError(f"{scan.name}: frames {a}:{z}: NaN or inf counts")
+    if data.dtype.kind in "fi" and (data < 0).any():
+        # EMPAD frames are background-subtracted floats: clip the small negative noise, as recorded.
+        if scan.source_format != "empad":
+            raise IngestError(f"{scan.name}: frames {a}:{z}: negative counts")
+        np.maximum(data, 0, out=data)
+    return data
+
+
+def raster_positions(n_positions: int, scan_x: int, step_m) -> np.ndarray:
+    """Probe positions (n, 2) float64 (y, x), m, of a raster scan in raster order (x fastest), origin 0."""
+    iy, ix = np.divmod(np.arange(n_positions), scan_x)
+    return np.stack([iy * step_m[0], ix * step_m[1]], axis=1).astype(np.float64)
+
+
+def _read_scans(files: list[Path], fmt: str, calibration: Calibration) -> list[StemScan]:
+    """Every file read (format by sniffing for ``auto``), calibrated, checked together, in item order."""
     angles = calibration.tilt_angles_rad
     if angles is not None and len(angles) != len(files):
         raise IngestError(f"calibration tilt_angles_rad: {len(angles)} angles for {len(files)} files")
@@ -126,13 +185,15 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
     _check_together(scans)
     if angles is not None:
         scans.sort(key=lambda s: s.tilt_angle_rad)
-    ref = scans[0]
-    cal = ref.calibration
-    sy, sx = ref.scan_shape
-    n, n_pos, det = len(scans), ref.n_positions, tuple(ref.detector_shape)
-    step = tuple(float(v) for v in cal.scan_step_m)
-    iy, ix = np.divmod(np.arange(n_pos), sx)
-    pos = np.stack([iy * step[0], ix * step[1]], axis=1).astype(np.float64)
+    return scans
+
+
+def _geometry(cal: Calibration, pos: np.ndarray, scan_x: int, step: tuple) -> dict:
+    """The root ``geometry`` (:data:`~ptyhpc.io.layout.GEOMETRY_KEYS`); the dose is added once the frames are summed."""
+    from ..io.scan import estimate_scan_step  # noqa: PLC0415
+    from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
+
+    n_pos = len(pos)
     geometry = {
         "beam_energy_eV": float(cal.beam_energy_eV),
         "wavelength_m": float(electron_wavelength(cal.beam_energy_eV)),
@@ -140,72 +201,9 @@ def ingest_stem(files: Sequence[str | PathLike], store_path: str | PathLike, *, 
         "defocus_m": None if cal.defocus_m is None else float(cal.defocus_m),
         "Cs_m": 0.0,
         "reciprocal_sampling_inv_m": [float(v) for v in cal.reciprocal_sampling_inv_m],
-        "scan_step_m": estimate_scan_step(pos[: min(n_pos, 4 * sx)]) if n_pos > 1 else step[0],
+        "scan_step_m": estimate_scan_step(pos[: min(n_pos, 4 * scan_x)]) if n_pos > 1 else step[0],
         "scan_origin_m": [0.0, 0.0],
         "dose_e_per_m2": None,
     }
     assert tuple(geometry) == GEOMETRY_KEYS
-    chunks, shards = stem_chunking(n_pos, det, ref.dtype.itemsize, chunk_bytes, shard_bytes)
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(store_path)
-    try:
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        root.attrs.update({
-            "ptyhpc_schema": SCHEMA_VERSION, "kind": "tilt_series", "radiation": "electron",
-            "geometry": geometry, "source_files": [str(s.path.resolve()) for s in scans],
-            "source_format": ref.source_format, "source_fields": [s.fields for s in scans],
-            PROPAGATION_REGIME: FAR_FIELD, "preprocessing": {}, SCAN_SHAPE: [int(sy), int(sx)],
-        })
-        frames = root.create_array(
-            FRAMES, shape=(n, n_pos, *det), dtype=ref.dtype, chunks=chunks, shards=shards,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle) if compress else None,
-            fill_value=0,
-            dimension_names=("item", "position", "det_y", "det_x"))
-        root.create_array(POSITIONS, data=np.broadcast_to(pos, (n, n_pos, 2)).copy(), chunks=(n, n_pos, 2),
-                          attributes={"axes": ["y", "x"], "units": "m"}, dimension_names=("item", "position", "axis"))
-        root.create_array(TILT_ANGLE, data=np.array([s.tilt_angle_rad for s in scans]), chunks=(n,),
-                          attributes={"units": "rad", "axis": "y"}, dimension_names=("item",))
-        root.create_array(DETECTOR_MASK, data=np.ones(det, bool), chunks=det, dimension_names=("det_y", "det_x"))
-        totals = np.zeros(n)
-        blocks = [(k, a, min(a + shards[1], n_pos)) for k in range(n) for a in range(0, n_pos, shards[1])]
-
-        def load(b):
-            k, a, z = b
-            block = scans[k].read_block(a, z)
-            if block.shape != (z - a, *det):
-                raise IngestError(f"{scans[k].name}: frames {a}:{z}: read shape {block.shape}, expected "
-                                  f"{(z - a, *det)} (file changed or truncated while reading)")
-            if block.dtype.kind == "f" and not np.isfinite(block).all():
-                raise IngestError(f"{scans[k].name}: frames {a}:{z}: NaN or inf counts")
-            if block.dtype.kind in "fi" and (block < 0).any():
-                # EMPAD frames are background-subtracted floats: clip the small negative noise, as recorded.
-                if scans[k].source_format != "empad":
-                    raise IngestError(f"{scans[k].name}: frames {a}:{z}: negative counts")
-                np.maximum(block, 0, out=block)
-            return block
-
-        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(1) as reader:
-            task = bar.add_task("ingest 4D-STEM", total=n * n_pos)
-            pending = reader.submit(load, blocks[0])
-            for j, (k, a, z) in enumerate(blocks):
-                block = pending.result()
-                if j + 1 < len(blocks):
-                    pending = reader.submit(load, blocks[j + 1])
-                totals[k] += float(block.sum(dtype=np.float64))
-                frames[k, a:z] = block
-                bar.advance(task, z - a)
-        area = n_pos * step[0] * step[1]
-        dose = (totals / cal.counts_per_electron / area).tolist()
-        geometry["dose_e_per_m2"] = dose[0]
-        root.attrs["geometry"] = geometry
-        root.attrs[STEM_ATTRS] = {
-            "scan_step_m": list(step), "scan_rotation_rad": cal.scan_rotation_rad,
-            "detector_transpose": cal.detector_transpose, "counts_per_electron": cal.counts_per_electron,
-            "dose_e_per_m2": dose, "calibration_fields": [s.fields for s in scans],
-        }
-        root.attrs["ingest_complete"] = True
-        commit_store(tmp, store_path, overwrite)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return store_path
+    return geometry

@@ -321,57 +321,25 @@ def read_arina(path: Path, calibration: Calibration) -> StemScan:
         raise IngestError(f"{path}: not an HDF5 file")
     fields, file_values = {}, {}
     with h5py.File(path, "r") as f:
-        grp = f.get("entry/data")
-        if not isinstance(grp, h5py.Group):
-            raise IngestError(f"{path}: entry/data: missing (not an ARINA master file)")
-        names = sorted(k for k in grp if k.startswith("data_"))
-        if not names:
-            raise IngestError(f"{path}: entry/data: no data_NNNNNN datasets")
-        counts, shapes, dtypes = [], set(), set()
-        for k in names:
-            try:
-                ds = grp[k]
-            except KeyError:
-                raise IngestError(f"{path}: entry/data/{k}: the linked data file is missing") from None
-            if ds.ndim != 3:
-                raise IngestError(f"{path}: entry/data/{k}: expected (n, det_y, det_x), got shape {ds.shape}")
-            counts.append(int(ds.shape[0]))
-            shapes.add(tuple(ds.shape[1:]))
-            dtypes.add(ds.dtype)
-        if len(shapes) > 1 or len(dtypes) > 1:
-            raise IngestError(f"{path}: entry/data: data files of different frame shapes/dtypes {shapes} {dtypes}")
+        names, counts, frame_shape, file_dtype = _arina_datasets(path, f)
         wl = f.get("entry/instrument/beam/incident_wavelength")
         if isinstance(wl, h5py.Dataset):
-            from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
-
-            lam = float(np.asarray(wl[()]).ravel()[0]) * 1e-10
-            # Invert the relativistic wavelength numerically (monotonic in E).
-            from scipy.optimize import brentq  # noqa: PLC0415
-
-            file_values["beam_energy_eV"] = brentq(lambda e: electron_wavelength(e) - lam, 1e2, 1e8)
+            file_values["beam_energy_eV"] = _energy_of_wavelength(float(np.asarray(wl[()]).ravel()[0]) * 1e-10)
             fields["beam_energy_eV"] = "entry/instrument/beam/incident_wavelength"
     n_frames = sum(counts)
     square = int(math.isqrt(n_frames))
     guess = (square, square) if square * square == n_frames else None
     shape = _scan_shape(path, n_frames, calibration.scan_shape,
                         None if calibration.scan_shape is not None else guess, "the frame count (square scan)")
-    base = Path(str(path).replace("_master.h5", "") + ".h5")
-    if base.is_file() and base != path:
-        try:
-            with h5py.File(base, "r") as f:
-                px = float(np.asarray(f["STEM Metadata"].attrs["Pixel Size"]).ravel()[0]) * 1e-9
-            file_values["scan_step_m"] = (px, px)
-            fields["scan_step_m"] = f"{base.name}: STEM Metadata/Pixel Size (nm)"
-        except (KeyError, OSError, IndexError):
-            pass
+    _arina_scan_step(path, file_values, fields)
     file_values["scan_shape"] = shape
     cal = _merge(path, file_values, calibration, fields)
-    dtype = _native(dtypes.pop())
+    dtype = _native(file_dtype)
     starts = np.cumsum([0] + counts)
     path_str = str(path)
 
     def read_block(start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, *shapes_one), dtype)
+        out = np.empty((stop - start, *frame_shape), dtype)
         with h5py.File(path_str, "r") as f:
             for k, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
                 lo, hi = max(a, start), min(b, stop)
@@ -379,6 +347,56 @@ def read_arina(path: Path, calibration: Calibration) -> StemScan:
                     out[lo - start:hi - start] = f["entry/data"][names[k]][lo - a:hi - a]
         return out
 
-    shapes_one = shapes.pop()
     fields["frames"] = f"entry/data/{names[0]}..{names[-1]}"
-    return StemScan(path, "arina", shape, shapes_one, dtype, read_block, cal, fields)
+    return StemScan(path, "arina", shape, frame_shape, dtype, read_block, cal, fields)
+
+
+def _arina_datasets(path: Path, f) -> tuple[list[str], list[int], tuple, np.dtype]:
+    """(names, frame counts, frame shape, file dtype) of the ``entry/data/data_*`` datasets of a master file."""
+    import h5py  # noqa: PLC0415
+
+    grp = f.get("entry/data")
+    if not isinstance(grp, h5py.Group):
+        raise IngestError(f"{path}: entry/data: missing (not an ARINA master file)")
+    names = sorted(k for k in grp if k.startswith("data_"))
+    if not names:
+        raise IngestError(f"{path}: entry/data: no data_NNNNNN datasets")
+    counts, shapes, dtypes = [], set(), set()
+    for k in names:
+        try:
+            ds = grp[k]
+        except KeyError:
+            raise IngestError(f"{path}: entry/data/{k}: the linked data file is missing") from None
+        if ds.ndim != 3:
+            raise IngestError(f"{path}: entry/data/{k}: expected (n, det_y, det_x), got shape {ds.shape}")
+        counts.append(int(ds.shape[0]))
+        shapes.add(tuple(ds.shape[1:]))
+        dtypes.add(ds.dtype)
+    if len(shapes) > 1 or len(dtypes) > 1:
+        raise IngestError(f"{path}: entry/data: data files of different frame shapes/dtypes {shapes} {dtypes}")
+    return names, counts, shapes.pop(), dtypes.pop()
+
+
+def _energy_of_wavelength(lam_m: float) -> float:
+    """Electron energy (eV) of wavelength ``lam_m``: the relativistic wavelength inverted (monotonic in E)."""
+    from scipy.optimize import brentq  # noqa: PLC0415
+
+    from ..physics.wavelength import electron_wavelength  # noqa: PLC0415
+
+    return brentq(lambda e: electron_wavelength(e) - lam_m, 1e2, 1e8)
+
+
+def _arina_scan_step(path: Path, file_values: dict, fields: dict) -> None:
+    """The scan step from the sibling ``<base>.h5`` ``STEM Metadata`` ``Pixel Size`` (nm), when there is one."""
+    import h5py  # noqa: PLC0415
+
+    base = Path(str(path).replace("_master.h5", "") + ".h5")
+    if not base.is_file() or base == path:
+        return
+    try:
+        with h5py.File(base, "r") as f:
+            px = float(np.asarray(f["STEM Metadata"].attrs["Pixel Size"]).ravel()[0]) * 1e-9
+    except (KeyError, OSError, IndexError):
+        return
+    file_values["scan_step_m"] = (px, px)
+    fields["scan_step_m"] = f"{base.name}: STEM Metadata/Pixel Size (nm)"
