@@ -148,18 +148,23 @@ def partitions(n_positions: int, chunk: int, itemsize_frame: int, partition_byte
     return [(a, min(a + per, n_positions)) for a in range(0, n_positions, per)]
 
 
-def _product(raw, weights, xp, slab: int):
-    """``float32(raw) (b, det_pixels) @ weights`` with the conversion done ``slab`` frames at a time."""
+def _product(raw, weights_t, xp, slab: int):
+    """``float32(raw) (b, det_pixels) @ weights`` with the conversion done ``slab`` frames at a time.
+
+    ``weights_t`` is the (k, det_pixels) C-contiguous transpose: OpenBLAS does the skinny product as
+    ``weights_t @ slab.T`` 20-30 % faster than ``slab @ weights`` (k = 3-6, 8-frame slabs; docs/stem.md).
+    Returns a (b, k) view.
+    """
     b = len(raw)
     flat = raw.reshape(b, -1)
-    out = xp.empty((b, weights.shape[1]), xp.float32)
+    out = xp.empty((weights_t.shape[0], b), xp.float32)
     buf = xp.empty((min(slab, b), flat.shape[1]), xp.float32)
     for s in range(0, b, slab):
         e = min(s + slab, b)
         v = buf[:e - s]
         v[...] = flat[s:e]
-        xp.matmul(v, weights, out=out[s:e])
-    return out
+        xp.matmul(weights_t, v.T, out=out[:, s:e])
+    return out.T
 
 
 def _run_partition(store_path: str, item: int, start: int, stop: int, chunk: int, analyses, ctx, backend: str,
@@ -179,6 +184,7 @@ def _run_partition(store_path: str, item: int, start: int, stop: int, chunk: int
             stack.append(np.asarray(w, np.float32))
             n += w.shape[1]
     weights = xp.asarray(np.ascontiguousarray(np.concatenate(stack, 1))) if stack else None
+    weights_t = xp.ascontiguousarray(weights.T) if stack else None
     # Float32 frames only for analyses that are neither fused nor take the raw counts.
     need_frames = any(k not in cols and not a.raw_ok for k, a in enumerate(analyses))
     # On a GPU one conversion of the whole chunk is cheapest; on the CPU cache-sized slabs.
@@ -201,7 +207,7 @@ def _run_partition(store_path: str, item: int, start: int, stop: int, chunk: int
         block = xp.asarray(raw_xp, dtype=xp.float32) if need_frames else None
         if weights is not None:
             prod = (block.reshape(len(block), -1) @ weights if block is not None
-                    else _product(raw_xp, weights, xp, slab))
+                    else _product(raw_xp, weights_t, xp, slab))
         for k, analysis in enumerate(analyses):
             if k in cols:
                 got = analysis.finish(prod[:, cols[k]], index, states[k], ctx, xp)
