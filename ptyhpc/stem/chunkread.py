@@ -29,7 +29,8 @@ _DTYPES = {"uint8", "uint16", "uint32", "int16", "int32", "float32", "float64"}
 def _fast_layout(meta: dict):
     """``(inner_chunk_shape, shard_shape, compressed, separator)`` if the metadata is the ingest's layout, else None."""
     try:
-        if meta.get("zarr_format") != 3 or meta.get("data_type") not in _DTYPES or len(meta["shape"]) != 4:
+        if meta.get("zarr_format") != 3 or meta.get("data_type") not in _DTYPES or len(meta["shape"]) != 4 \
+                or meta.get("storage_transformers"):
             return None
         if meta["chunk_grid"]["name"] != "regular" or meta["chunk_key_encoding"]["name"] != "default":
             return None
