@@ -186,8 +186,8 @@ def main(argv=None):
                 return dt, cpu
 
             def versus(name, got, ref, ref_name="read"):
-                emit(bench=f"{name}_vs_{ref_name}", ratio=round(ref[0] / got[0], 3), cpu_ratio=round(ref[1] / got[1], 3),
-                     target=0.7)
+                emit(bench=f"{name}_vs_{ref_name}", ratio=round(ref[0] / got[0], 3),
+                     cpu_ratio=round(ref[1] / got[1], 3), target=0.7)
 
             # Warm-up: imports and first file opens on the workers are not part of a pass.
             run_analyses(store, [VirtualDiffraction()], client=client, progress=False, partition_bytes=pbytes)
