@@ -4,6 +4,11 @@ same store; peak memory per worker; SSB time per position against its FFT bound.
     python benchmarks/stem.py --quick                  # 64x64 scan of 128x128 uint16 frames (128 MB)
     python benchmarks/stem.py --size-gb 30 --workers 2 # a store larger than free memory (deletes it after)
 
+Every pass records the 1-minute load average at its start and end (``load_start_end``, per repeat) and the
+peak RSS of each worker. ``read`` is the map-reduce's own read (``ptyhpc.stem.chunkread.ChunkReader``);
+``read_zarr`` the same chunks through zarr-python, the read path before it (each analysis is reported
+against both).
+
 The raw frames are written as a Merlin .mib file (uint16, Poisson counts: a bright-field disk and a diffuse
 dark field) and ingested with ``ptyhpc.stem.ingest`` (its throughput is reported too); the .mib is deleted
 right after. Throughput = raw frame bytes / wall time of one pass on a dask LocalCluster. ``read`` is the
@@ -38,6 +43,18 @@ def emit(**kw):
 
 
 def _read_partition(store, item, a, z, chunk):
+    """The map-reduce's own read of a partition (ChunkReader), nothing else: the ceiling of every analysis."""
+    from ptyhpc.stem.chunkread import ChunkReader
+
+    n = 0
+    with ChunkReader(Path(store) / "frames") as r:
+        for s in range(a, z, chunk):
+            n += r.read(item, s, min(s + chunk, z)).nbytes
+    return n
+
+
+def _read_partition_zarr(store, item, a, z, chunk):
+    """The same chunks through zarr-python (``arr[item, a:z]``): the read path before ChunkReader."""
     import zarr
 
     arr = zarr.open_array(Path(store) / "frames", mode="r")
@@ -100,6 +117,7 @@ def main(argv=None):
                     help="also an uncompressed store: read, bf/abf/adf and CoM on it (like LiberTEM's raw .mib)")
     ap.add_argument("--libertem", action="store_true", help="also LiberTEM SumUDF/ApplyMasksUDF on the .mib")
     ap.add_argument("--libertem-python", default=None, help="python of a venv with libertem (if not importable here)")
+    ap.add_argument("--no-unfused", action="store_true", help="skip the fuse=False passes (a shorter run)")
     args = ap.parse_args(argv)
     from distributed import Client, LocalCluster
 
@@ -148,40 +166,54 @@ def main(argv=None):
                           dashboard_address=None) as cluster, Client(cluster) as client:
             def timed(name, fn):
                 dt = cpu = float("inf")
+                loads = []
                 for _ in range(args.repeat):  # the best of the repeats: the least disturbed by other jobs
                     client.run(lambda: None)
+                    load0 = os.getloadavg()[0]
                     c0 = client.run(_cpu_s)
                     t0 = time.perf_counter()
                     fn()
                     dt = min(dt, time.perf_counter() - t0)
                     c1 = client.run(_cpu_s)
                     cpu = min(cpu, sum(c1[w] - c0[w] for w in c0))
+                    loads.append([round(load0, 2), round(os.getloadavg()[0], 2)])  # 1-min load: start, end
                 rss = client.run(_peak_rss_mb)
                 emit(bench=name, raw_gb=round(raw / 1e9, 3), seconds=round(dt, 3), gb_per_s=round(raw / 1e9 / dt, 3),
-                     cpu_s=round(cpu, 3), repeats=args.repeat, workers=args.workers, peak_rss_mb_per_worker=round(max(rss.values()), 1),
+                     cpu_s=round(cpu, 3), cpu_s_per_gb=round(cpu / (raw / 1e9), 3), repeats=args.repeat,
+                     workers=args.workers, load_start_end=loads,
+                     peak_rss_mb_per_worker=sorted(round(v, 1) for v in rss.values()),
                      partitions=len(parts), chunk_frames=int(chunk))
                 return dt, cpu
 
+            def versus(name, got, ref, ref_name="read"):
+                emit(bench=f"{name}_vs_{ref_name}", ratio=round(ref[0] / got[0], 3),
+                     cpu_ratio=round(ref[1] / got[1], 3), target=0.7)
+
             # Warm-up: imports and first file opens on the workers are not part of a pass.
             run_analyses(store, [VirtualDiffraction()], client=client, progress=False, partition_bytes=pbytes)
-            read = timed("read", lambda: client.gather([client.submit(_read_partition, str(store), 0, a, z, chunk,
-                                                                      pure=False) for a, z in parts]))
+            def read_pass(path, fn):
+                return lambda: client.gather([client.submit(fn, str(path), 0, a, z, chunk, pure=False)
+                                              for a, z in parts])
+
+            read_zarr = timed("read_zarr", read_pass(store, _read_partition_zarr))
+            read = timed("read", read_pass(store, _read_partition))
+            versus("read", read, read_zarr, "read_zarr")
             virt, com = VirtualDetectors(masks), CentreOfMass(d.centre)
             for name, an, fuse in (("virtual_bf_abf_adf_unfused", [virt], False), ("virtual_bf_abf_adf", [virt], True),
                                    ("com_unfused", [com], False), ("com", [com], True),
                                    ("virtual_com", [virt, com], True), ("sum", [VirtualDiffraction()], True)):
-                dt, cpu = timed(name, lambda: run_analyses(store, an, client=client, progress=False,
-                                                           partition_bytes=pbytes, fuse=fuse))
-                emit(bench=f"{name}_vs_read", ratio=round(read[0] / dt, 3), cpu_ratio=round(read[1] / cpu, 3),
-                     target=0.7)
+                if args.no_unfused and not fuse:
+                    continue
+                got = timed(name, lambda: run_analyses(store, an, client=client, progress=False,
+                                                       partition_bytes=pbytes, fuse=fuse))
+                versus(name, got, read)
+                versus(name, got, read_zarr, "read_zarr")
             if raw_store is not None:
-                read = timed("read_uncompressed", lambda: client.gather([client.submit(
-                    _read_partition, str(raw_store), 0, a, z, chunk, pure=False) for a, z in parts]))
+                read = timed("read_uncompressed", read_pass(raw_store, _read_partition))
                 for name, an in (("virtual_bf_abf_adf_uncompressed", [virt]), ("com_uncompressed", [com])):
-                    dt, cpu = timed(name, lambda: run_analyses(raw_store, an, client=client, progress=False,
-                                                               partition_bytes=pbytes))
-                    emit(bench=f"{name}_vs_read", ratio=round(read[0] / dt, 3), cpu_ratio=round(read[1] / cpu, 3),
-                         target=0.7)
+                    got = timed(name, lambda: run_analyses(raw_store, an, client=client, progress=False,
+                                                           partition_bytes=pbytes))
+                    versus(name, got, read)
         if args.libertem:
             libertem_bench(mib, scan, masks, args, raw)
         ssb_bench(quick=args.quick)

@@ -124,6 +124,7 @@ class VirtualDiffraction(Analysis):
     """Sum and max pattern over the positions in ``region`` (bool (scan_y, scan_x); None: all)."""
 
     region: np.ndarray | None = None
+    raw_ok = True  # counts are summed as integers: exact, and no float32 copy of the block
 
     def outputs(self, ctx):
         return {"sum": Output("reduce", ctx.detector_shape, "float64", "sum"),
@@ -135,7 +136,16 @@ class VirtualDiffraction(Analysis):
             frames = frames[xp.asarray(keep)]
             if len(frames) == 0:
                 return {"sum": xp.zeros(ctx.detector_shape), "max": xp.zeros(ctx.detector_shape, xp.float32)}
-        return {"sum": frames.sum(0, dtype=xp.float64), "max": frames.max(0)}
+        kind, size = frames.dtype.kind, frames.dtype.itemsize
+        if kind in "ui" and size <= 2 and len(frames) <= 32768:
+            # 32768 frames of 16-bit counts fit in a 32-bit sum (about 3x faster than a float64 sum); the integer sum
+            # is exact, as is the float64 sum of float32 counts below 2**53, so both give the same bits.
+            total = frames.sum(0, dtype=xp.int32 if kind == "i" else xp.uint32)
+        elif kind in "ui":
+            total = frames.sum(0, dtype=xp.int64 if kind == "i" else xp.uint64)
+        else:
+            total = frames.sum(0, dtype=xp.float64)
+        return {"sum": total.astype(xp.float64), "max": frames.max(0).astype(xp.float32)}
 
 
 @dataclass
