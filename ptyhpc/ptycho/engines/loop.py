@@ -36,7 +36,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                 dm_beta=1.0, seed=0,
                 subpixel="fourier", probe_support=None, object_amplitude_bounds=None, background=None,
                 xp: ModuleType = np,
-                callback: Callable[[int, float], None] | None = None) -> PtychoResult:
+                callback: Callable[[int, float], None] | None = None,
+                stop: Callable[[np.ndarray], bool] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
     Parameters
@@ -123,6 +124,11 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         numpy or cupy; the result comes back as NumPy.
     callback : callable(iteration, error), optional
         Called after every iteration.
+    stop : callable(errors) -> bool, optional
+        Called after every iteration of the mini-batch engines (PIE family, LSQ-ML) with the data
+        errors so far; True ends the run (e.g. :func:`ptyhpc.ptycho.defaults.stalled`). The error
+        curve keeps ``n_iter`` values (the last one repeated); ``info["n_iter_run"]`` is the number
+        of iterations run.
 
     Returns
     -------
@@ -151,6 +157,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                     object_amplitude_bounds=object_amplitude_bounds, probe_fourier_mask=probe_fourier_mask, xp=xp)
     geom, obj, prb = setup["geom"], setup["obj"], setup["prb"]
     errors = np.zeros(n_iter, dtype=np.float32)
+    n_run = n_iter
     if spec.run is not None:
         obj, prb = spec.run(setup["amp"], setup["measured"], obj, prb, geom, prop, engine=engine, n_iter=n_iter,
                             batch_size=batch_size, probe_update_start=probe_update_start,
@@ -163,19 +170,24 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         refine = None if position_correction_start is None else dict(
             start=position_correction_start, step=position_step, max_shift_px=max_position_shift_px,
             model=position_model, start_px=setup["start_px"])
-        obj, prb = _iterate(spec, obj, prb, ctx, n_iter=n_iter, batch_size=batch_size,
+        obj, prb, n_run = _iterate(spec, obj, prb, ctx, n_iter=n_iter, batch_size=batch_size,
                             probe_update_start=probe_update_start, probe_mask_k=setup["probe_mask_k"],
                             support=setup["support"], bounds=setup["bounds"], refine=refine, errors=errors,
-                            total_intensity=setup["total_intensity"], seed=seed, callback=callback)
+                            total_intensity=setup["total_intensity"], seed=seed, callback=callback,
+                            stop=stop)
     return _result(obj, prb, errors, geom, setup, prop, batch_size=batch_size, subpixel=subpixel, xp=xp,
                    info={"engine": engine, "noise_model": noise_model, "n_probe_modes": int(n_probe_modes),
-                         "alpha": alpha, "batch_size": batch_size, "n_iter": n_iter, "subpixel": subpixel,
+                         "alpha": alpha, "batch_size": batch_size, "n_iter": n_iter, "n_iter_run": n_run,
+                         "subpixel": subpixel,
                          "position_model": position_model}, frames_shape=np.shape(frames))
 
 
 def _iterate(spec, obj, prb, ctx, *, n_iter, batch_size, probe_update_start, probe_mask_k, support, bounds, refine,
-             errors, total_intensity, seed, callback):
-    """The mini-batch loop: batches in random order, constraints, background, modes, positions, errors."""
+             errors, total_intensity, seed, callback, stop=None):
+    """The mini-batch loop: batches in random order, constraints, background, modes, positions, errors.
+
+    Returns ``(object, probe, iterations run)``.
+    """
     geom = ctx.geom
     rng = np.random.default_rng(seed)
     n = geom.n_positions
@@ -207,7 +219,11 @@ def _iterate(spec, obj, prb, ctx, *, n_iter, batch_size, probe_update_start, pro
         errors[it] = err / max(total_intensity, 1e-30)
         if callback is not None:
             callback(it, float(errors[it]))
-    return obj, prb
+        if stop is not None and stop(errors[:it + 1]):
+            # The curve keeps its length (stores hold n_iter values); info says where the run stopped.
+            errors[it + 1:] = errors[it]
+            return obj, prb, it + 1
+    return obj, prb, n_iter
 
 
 def _set_up(frames, positions_m, probe, pixel_size_m, *, fft_shape, mask, prop, origin_m, object_shape, subpixel,
