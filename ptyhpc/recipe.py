@@ -141,7 +141,8 @@ class Recipe(_Strict):
 
     def ptycho_params(self) -> PtychoParams:
         """The ``ptycho`` section as :class:`PtychoParams`."""
-        return PtychoParams(**self.ptycho)
+        # The keys the recipe gives are the user's: the data-driven defaults leave them alone.
+        return PtychoParams(**{"user_set": tuple(self.ptycho), **self.ptycho})
 
     def cluster_settings(self) -> dict:
         """The ``cluster`` section (unset keys left out), a layer for :func:`ptyhpc.cluster.resolve_config`."""

@@ -25,6 +25,7 @@ t0 = time.perf_counter()
 model = FancyPtycho.from_dataset(dataset, n_modes=3, near_field=True, propagation_distance=3.65e-3,
                                  units="um")
 losses = []
+print('start', flush=True)
 for loss in model.Adam_optimize(100, dataset, lr=0.04, batch_size=10):
     losses.append(float(loss))
 for loss in model.Adam_optimize(50, dataset, lr=0.005, batch_size=50):
@@ -33,10 +34,6 @@ seconds = time.perf_counter() - t0
 obj = model.obj.detach().cpu().numpy()
 basis = model.obj_basis.detach().cpu().numpy()
 probe = model.probe.detach().cpu().numpy()
-# Probe-centre pixel of each position on the object grid (cdtools' own mapping).
-pix = model.interaction(0, t.as_tensor(dataset.translations[:1])) if False else None
-trans = dataset.translations.detach().cpu().numpy() + model.translation_offsets.detach().cpu().numpy() * 0
-np.savez(out, obj=obj, probe=probe, basis=basis, seconds=seconds, losses=np.asarray(losses),
-         translations=trans, code="cdtools", version=__import__("cdtools").__version__ if hasattr(
-             __import__("cdtools"), "__version__") else "0.3.2")
+np.savez(out, obj=obj, probe=probe, basis=basis, seconds=seconds, losses=np.asarray(losses), code="cdtools",
+         version=getattr(__import__("cdtools"), "__version__", "0.3.2"))
 print(f"cdtools {seconds:.1f} s, loss {losses[0]:.4g} -> {losses[-1]:.4g}, obj {obj.shape}")

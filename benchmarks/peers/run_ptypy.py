@@ -1,8 +1,10 @@
 """ptypy (near field, DM then ML) on the PETRA III P25 scan; writes its phase to a cache .npz.
 
-Run once in the peers' venv with ptyhpc importable (for the CXI reader and the Fresnel scaling):
+Run once in the peers' venv, on the inputs ptyhpc's CXI reader and Fresnel scaling give (written by
+``python benchmarks/peers/run_ptypy.py --inputs CXI INPUTS.npz`` in ptyhpc's venv, so that both codes get
+the same frames, positions in the same frame, mask and geometry):
 
-    PYTHONPATH=. nice -n 10 /work/venv-cmp/bin/python benchmarks/peers/run_ptypy.py CXI OUT.npz
+    nice -n 10 /work/venv-cmp/bin/python benchmarks/peers/run_ptypy.py INPUTS.npz OUT.npz
 
 ptypy gets the Fresnel-scaled geometry (object pixel Δ/M, distance z2/M, M = (z1 + z2)/z1, z1 = 3.65
 mm), frames and bad-pixel weights from memory (an in-memory PtyScan), a start probe √(mean frame)
@@ -10,6 +12,7 @@ with flat phase, and runs 200 DM + 100 ML iterations (the issue's run), one prob
 """
 
 import contextlib
+import os
 import io
 import sys
 import tempfile
@@ -17,21 +20,25 @@ import time
 
 import numpy as np
 
-import ptypy
-from ptypy import experiment
-from ptypy import utils as u
-from ptypy.core import Ptycho
-from ptypy.core.data import PtyScan
+if sys.argv[1] == "--inputs":   # in ptyhpc's venv
+    from ptyhpc.io.cxi import read_cxi
+    from ptyhpc.physics import fresnel_scaling
 
-from ptyhpc.io.cxi import read_cxi
-from ptyhpc.physics import fresnel_scaling
+    scan = read_cxi(sys.argv[2])
+    px, z, mag = fresnel_scaling(scan.pixel_size_m, 3.65e-3, scan.distance_m)
+    np.savez(sys.argv[3], frames=scan.frames.astype(np.float32), weight=scan.measured.astype(np.float32),
+             positions_m=np.asarray(scan.positions_m, float), px=px[0], z=z, wavelength_m=scan.wavelength_m)
+    sys.exit(0)
 
-cxi, out = sys.argv[1], sys.argv[2]
-scan = read_cxi(cxi)
-px, z, mag = fresnel_scaling(scan.pixel_size_m, 3.65e-3, scan.distance_m)
-frames = scan.frames.astype(np.float32)
-weight = scan.measured.astype(np.float32)
-pos = np.asarray(scan.positions_m, float)
+import ptypy  # noqa: E402
+from ptypy import experiment  # noqa: E402
+from ptypy import utils as u  # noqa: E402
+from ptypy.core import Ptycho  # noqa: E402
+from ptypy.core.data import PtyScan  # noqa: E402
+
+inputs, out = np.load(sys.argv[1]), sys.argv[2]
+frames, weight, pos = inputs["frames"], inputs["weight"], inputs["positions_m"]
+px, z, wavelength_m = (float(px) for px in (inputs["px"], inputs["z"], inputs["wavelength_m"]))
 D = {}
 
 
@@ -70,18 +77,19 @@ p.io = u.Param(home=tempfile.mkdtemp(prefix="ptypy_"), rfile=None, autosave=u.Pa
                autoplot=u.Param(active=False), interaction=u.Param(active=False))
 p.scans = u.Param()
 p.scans.s = u.Param(name="BlockFull", propagation="nearfield")
-p.scans.s.data = u.Param(name="ArrayScan", shape=det, psize=px[0], distance=z,
-                         energy=u.keV2m(1.0) / scan.wavelength_m, center=(det // 2, det // 2),
-                         auto_center=False, num_frames=n, save=None, propagation="nearfield")
+p.scans.s.data = u.Param(name="ArrayScan", shape=det, psize=px, distance=z,
+                         energy=u.keV2m(1.0) / wavelength_m, center=(det // 2, det // 2),
+                         auto_center=False, num_frames=n, save=None)
 probe0 = np.sqrt(np.maximum(frames.mean(0), 0)).astype(np.complex128)
 p.scans.s.illumination = u.Param(model=probe0, photons=None, aperture=u.Param(form=None),
                                  diversity=None, propagation=u.Param(parallel=None, focussed=None))
 p.scans.s.coherence = u.Param(num_probe_modes=1, num_object_modes=1)
 p.scans.s.sample = u.Param(model=None, fill=1.0)
 p.engines = u.Param()
-p.engines.e0 = u.Param(name="DM", numiter=200, numiter_contiguous=10, probe_update_start=2,
+n_dm, n_ml = (int(v) for v in os.environ.get("PTYPY_ITERS", "200,100").split(","))  # smoke test: 2,2
+p.engines.e0 = u.Param(name="DM", numiter=n_dm, numiter_contiguous=10, probe_update_start=2,
                        probe_support=None, fourier_relax_factor=0.05)
-p.engines.e1 = u.Param(name="ML", numiter=100, numiter_contiguous=10, probe_support=None)
+p.engines.e1 = u.Param(name="ML", numiter=n_ml, numiter_contiguous=10, probe_support=None)
 t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     P = Ptycho(p, level=5)
@@ -92,6 +100,6 @@ pr = np.asarray(list(P.probe.storages.values())[0].data)
 views = [(pod.ob_view.pcoord, pod.ob_view.coord) for pod in P.pods.values()]
 pcoord = np.array([v[0] for v in views], float)
 coord = np.array([v[1] for v in views], float)
-np.savez(out, obj=obj, probe=pr, seconds=seconds, pcoord=pcoord, coord=coord, psize=px[0],
-         code="ptypy", version=ptypy.__version__)
+np.savez(out, obj=obj, probe=pr, seconds=seconds, pcoord=pcoord, coord=coord, psize=px,
+         code="ptypy", version=getattr(ptypy, "__version__", None) or __import__("importlib.metadata").metadata.version("ptypy"))
 print(f"ptypy {seconds:.1f} s obj {obj.shape}")

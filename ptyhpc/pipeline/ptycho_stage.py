@@ -108,6 +108,13 @@ class PtychoParams:
         positions); the speed and accuracy of each are in :func:`ptyhpc.ptycho.reconstruct`.
     ``use_detector_mask``
         Leave the store's bad detector pixels (``detector_mask``) free.
+    ``data_defaults``, ``user_set``, ``stop_when_stalled``
+        With ``data_defaults`` (on), the settings the user did not give are chosen from the store
+        (counts per pixel, regime; :func:`ptyhpc.ptycho.defaults.apply_data_defaults`) and the
+        choice is recorded in ``results/ptycho`` attribute ``defaults_chosen``. ``user_set`` names
+        the given settings (a setting whose value differs from the default here counts as given).
+        ``stop_when_stalled`` ends an item's run when its data error stalls (the stored error
+        curve then repeats its last value).
 
     Raises
     ------
@@ -139,6 +146,10 @@ class PtychoParams:
     position_model: str = "free"
     subpixel: str = "fourier"
     use_detector_mask: bool = True
+    stop_when_stalled: bool = False  # end an item when its data error stalls (ptyhpc.ptycho.defaults.stalled)
+    data_defaults: bool = True  # let the store's data choose the settings not given (ptyhpc.ptycho.defaults)
+    user_set: tuple | None = None  # names of the settings the user gave (never changed by data_defaults)
+    resolved: bool = False  # the data-driven choice has been applied
 
     def __post_init__(self):
         engines = (*ENGINES, "chain")
@@ -549,8 +560,11 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
         if params.engine == "chain":
             result = reconstruct_chain(frames, positions, probe, grid.pixel_size_m, params.stages, **common)
         else:
+            stop = None
+            if params.stop_when_stalled:
+                from ..ptycho.defaults import stalled as stop  # noqa: PLC0415
             result = reconstruct(frames, positions, probe, grid.pixel_size_m, engine=params.engine,
-                                 n_iter=params.n_iter, **common)
+                                 n_iter=params.n_iter, stop=stop, **common)
         compute = time.perf_counter() - tc
         check_item_result(item, expected_results(group, result))   # finite, the right shapes
         # Data first, status last: a crash in between leaves status 0 and the item is redone.
@@ -566,8 +580,11 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
             "started": started, "finished": time.time(), "already_done": False}
 
 
-def prepare_results(group, params: PtychoParams) -> ObjectGrid:
+def prepare_results(group, params: PtychoParams, defaults_record: dict | None = None) -> ObjectGrid:
     """Create (or check, on a rerun) the result arrays of the ptycho stage.
+
+    Settings not yet ``resolved`` get the data-driven choice first (so the arrays have its sizes);
+    the choice (or ``defaults_record``) is written to the ``defaults_chosen`` attribute.
 
     Raises
     ------
@@ -575,6 +592,8 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
         Existing results were made with another grid, iteration count or
         propagation regime.
     """
+    if not params.resolved:
+        params, defaults_record = resolve_params(group, params)
     grids = item_grids(group, params)
     grid = grids[0]
     prop = dict(grid.extra)
@@ -619,8 +638,20 @@ def prepare_results(group, params: PtychoParams) -> ObjectGrid:
     # but this function and :func:`_item_grid` refuse results prepared for the other regime.
     res = group[layout.PTYCHO]
     res.attrs.update({"fft_shape": list(grid.fft_shape), **attrs, **prop})
+    if defaults_record is not None:
+        res.attrs["defaults_chosen"] = defaults_record
     group[layout.PTYCHO_OBJECT].attrs[layout.PROPAGATION_REGIME] = prop["propagation_regime"]
     return grid
+
+
+def resolve_params(group, params: PtychoParams) -> tuple[PtychoParams, dict]:
+    """``params`` with the store's data-driven choices (:func:`ptyhpc.ptycho.defaults.apply_data_defaults`)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from ..ptycho.defaults import apply_data_defaults  # noqa: PLC0415
+
+    params, record = apply_data_defaults(group, params)
+    return replace(params, resolved=True), record
 
 
 def task_resources(params: PtychoParams, client=None) -> dict | None:
@@ -723,7 +754,8 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
     dict
         ``done`` (items computed now), ``skipped`` (already done), ``tasks``
         (per-item dicts from :func:`reconstruct_item`), ``seconds``,
-        ``resources`` (what each task asked for).
+        ``resources`` (what each task asked for), ``defaults`` (the data-driven choice made now,
+        :func:`resolve_params`; None when ``params`` came resolved).
 
     Raises
     ------
@@ -743,8 +775,11 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
     t0 = time.perf_counter()
     with run_lock(store_path) if lock else contextlib.nullcontext():
         group = open_store(store_path, mode="r+")
+        record = None
+        if not params.resolved:
+            params, record = resolve_params(group, params)
         with setup_lock(store_path):
-            prepare_results(group, params)
+            prepare_results(group, params, record)
         status = np.asarray(group[layout.PTYCHO_STATUS][...])
         todo = [int(i) for i in (range(len(status)) if items is None else items) if status[i] != 1]
         skipped = [i for i in range(len(status)) if status[i] == 1]
@@ -788,7 +823,7 @@ def run_ptycho(store_path: str | Path, params: PtychoParams | None = None, *, cl
         raise ItemsFailedError(failed)
     tasks.sort(key=lambda d: d["item"])
     return {"done": todo, "skipped": skipped, "tasks": tasks, "seconds": time.perf_counter() - t0,
-            "resources": resources}
+            "resources": resources, "defaults": record}
 
 
 class _progress:

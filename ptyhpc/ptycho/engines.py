@@ -1220,7 +1220,8 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
                 dm_beta=1.0, seed=0,
                 subpixel="fourier", probe_support=None, object_amplitude_bounds=None, background=None,
                 xp: ModuleType = np,
-                callback: Callable[[int, float], None] | None = None) -> PtychoResult:
+                callback: Callable[[int, float], None] | None = None,
+                stop: Callable[[np.ndarray], bool] | None = None) -> PtychoResult:
     """Reconstruct object and probe from one ptychographic scan.
 
     Parameters
@@ -1377,6 +1378,10 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         numpy or cupy; the result comes back as NumPy.
     callback : callable(iteration, error), optional
         Called after every iteration (progress reporting).
+    stop : callable(errors) -> bool, optional
+        Called after every iteration of the PIE family and ``"lsqml"`` with the data errors so far;
+        True ends the run (e.g. :func:`ptyhpc.ptycho.defaults.stalled`). The returned error curve
+        keeps ``n_iter`` values (the last repeated); ``info["n_iter_run"]`` is the iterations run.
 
     Returns
     -------
@@ -1479,6 +1484,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
             raise ValueError(f"object_amplitude_bounds must satisfy 0 <= min <= max, got {object_amplitude_bounds}")
         object_amplitude_bounds = (lo, hi)
         obj = _clip_amplitude(obj, object_amplitude_bounds)
+    n_run = n_iter
     for it in range(n_iter if engine in ("rpie", "epie", "mpie", "lsqml") else 0):  # per-batch engines
         order = rng.permutation(n)
         err = 0.0
@@ -1534,6 +1540,11 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         errors[it] = err / max(total_intensity, 1e-30)
         if callback is not None:
             callback(it, float(errors[it]))
+        if stop is not None and stop(errors[:it + 1]):
+            # The curve keeps its length (stores hold n_iter values); info says where the run stopped.
+            errors[it + 1:] = errors[it]
+            n_run = it + 1
+            break
 
     illum = _illumination(prb, geom, batch_size, xp, subpixel=subpixel)
     return PtychoResult(
@@ -1545,7 +1556,7 @@ def reconstruct(frames, positions_m, probe, pixel_size_m, *, engine="rpie", n_it
         origin_m=geom.origin_m,
         info={"engine": engine, "noise_model": noise_model, "n_probe_modes": int(n_probe_modes),
               "positions_m": geom.positions_m, "alpha": alpha, "batch_size": batch_size, "fft_shape": fft_shape,
-              "n_iter": n_iter, "subpixel": subpixel, "position_model": position_model,
+              "n_iter": n_iter, "n_iter_run": n_run, "subpixel": subpixel, "position_model": position_model,
               "position_affine": _affine_info(start_px, geom.positions_px) if position_model == "affine" else None,
               "background": None if bg is None else _detector_layout(backend.to_host(bg), frames.shape[1:],
                                                                       prop.centred_data)},
