@@ -42,6 +42,10 @@ STALL_WINDOW = 20
 NEAR_FIELD_PROBE_MODES = 1
 
 
+#: Settings that tune one engine's update: a user who gives one keeps the engine too.
+_ENGINE_TUNING = frozenset({"alpha", "beta_object", "beta_probe", "noise_model", "dm_beta", "stages"})
+
+
 @dataclass(frozen=True)
 class DataSummary:
     """What the choice of defaults looks at.
@@ -115,8 +119,10 @@ def choose_defaults(summary: DataSummary, explicit=()) -> tuple[dict, dict]:
         return chosen, {"all": f"{dose} < {HIGH_DOSE_COUNTS:g} (low dose): the generic low-dose defaults"}
     high = f"{dose} >= {HIGH_DOSE_COUNTS:g} (high dose)"
     # Only PIE-family settings below; a user's other engine keeps its own defaults.
-    if "engine" in explicit:
-        return chosen, {"all": f"{high}, but the engine was given: its settings are kept"}
+    tuned = explicit & _ENGINE_TUNING
+    if "engine" in explicit or tuned:
+        given = "the engine" if "engine" in explicit else ", ".join(sorted(tuned))
+        return chosen, {"all": f"{high}, but {given} was given: the engine and its settings are kept"}
     pick("engine", "mpie", f"{high}: momentum PIE carries the slowly converging low frequencies")
     pick("n_iter", HIGH_DOSE_MAX_ITER, f"{high}: up to {HIGH_DOSE_MAX_ITER} iterations, stopped when the data "
                                        f"error improves by < {STALL_TOL:.1%} over {STALL_WINDOW}")
