@@ -207,7 +207,8 @@ def main(argv=None):
     ap.add_argument("--peers-cache", type=Path, default=None, help="folder with ptypy.npz, cdtools.npz")
     ap.add_argument("--store", type=Path, default=None, help="an ingested store to reconstruct (else a temp one)")
     ap.add_argument("--no-frc", action="store_true", help="skip the half-data reconstructions")
-    ap.add_argument("--save", type=Path, default=None, help="save the mapped phases (.npz) for the figure")
+    ap.add_argument("--save", type=Path, default=None, help="save the mapped phases (.npz)")
+    ap.add_argument("--figure", type=Path, default=None, help="write the side-by-side figure (PNG)")
     args = ap.parse_args(argv)
 
     me = run_ptyhpc(args.store, not args.no_frc)
@@ -242,6 +243,41 @@ def main(argv=None):
                               "r_affine": round(r_aff, 4), "affine_params": p}))
     if args.save:
         np.savez(args.save, region=region, **phases)
+    if args.figure:
+        figure(phases, region, me["pixel_m"], args.figure)
+
+
+def figure(phases: dict, region, pixel_m: float, path: Path) -> None:
+    """Phases of each code on ptyhpc's grid (well-lit box, plane removed) and their differences."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    ys, xs = np.nonzero(region)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    flat = {k: np.where(region, detrend(v, region), np.nan)[box] for k, v in phases.items()}
+    names = list(flat)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    fig, ax = plt.subplots(2, max(len(names), len(pairs), 1), figsize=(4.2 * max(len(names), len(pairs)), 7.6),
+                           layout="constrained", squeeze=False)
+    ext = [0, flat[names[0]].shape[1] * pixel_m * 1e6, flat[names[0]].shape[0] * pixel_m * 1e6, 0]
+    lim = np.nanpercentile(np.abs(flat[names[0]]), 99)
+    for k, n in enumerate(names):
+        im = ax[0, k].imshow(flat[n], cmap="gray", vmin=-lim, vmax=lim, extent=ext)
+        ax[0, k].set(title=f"{n}: phase", xlabel="x (µm)", ylabel="y (µm)")
+        fig.colorbar(im, ax=ax[0, k], label="rad", shrink=0.8)
+    for k, (a, b) in enumerate(pairs):
+        im = ax[1, k].imshow(flat[a] - flat[b], cmap="RdBu_r", vmin=-lim, vmax=lim, extent=ext)
+        ax[1, k].set(title=f"{a} − {b}", xlabel="x (µm)", ylabel="y (µm)")
+        fig.colorbar(im, ax=ax[1, k], label="rad", shrink=0.8)
+    for k in range(len(names), ax.shape[1]):
+        ax[0, k].axis("off")
+    for k in range(len(pairs), ax.shape[1]):
+        ax[1, k].axis("off")
+    fig.suptitle("PETRA III P25 near-field scan (CC BY 4.0): phase, well-lit region, plane removed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":
