@@ -174,12 +174,17 @@ def run_ptyhpc(store: Path | None, frc: bool) -> dict:
     out["final_error"] = float(err[np.isfinite(err)][-1])
     halves = None
     if frc:
+        from ptyhpc.pipeline.ptycho_stage import resolve_params  # noqa: PLC0415
+        from ptyhpc.ptycho.defaults import stalled  # noqa: PLC0415
+
+        # The halves get the settings the full run got (the data-driven choice, on the whole store).
+        params, _ = resolve_params(g, params)
         order = np.random.default_rng(0).permutation(g[layout.FRAMES].shape[1])
         halves = []
         for part in (np.sort(order[::2]), np.sort(order[1::2])):
             frames, pos, probe, common, grid, _ = item_engine_inputs(g, 0, params, select=part)
-            r = reconstruct(frames, pos, probe, grid.pixel_size_m, engine=common.pop("engine", params.engine),
-                            n_iter=common.pop("n_iter", params.n_iter), **common)
+            r = reconstruct(frames, pos, probe, grid.pixel_size_m, engine=params.engine, n_iter=params.n_iter,
+                            stop=stalled if params.stop_when_stalled else None, **common)
             halves.append(r.object)
     return {"out": out, "obj": obj, "illum": illum, "halves": halves, "pixel_m": float(np.ravel(g[layout.PTYCHO_OBJECT]
                                                                                                 .attrs["pixel_size_m"])[0])}
