@@ -147,3 +147,26 @@ def test_near_field_low_frequencies_recovered():
     assert e_ours < 0.035, (e_ours, e_generic, ours.info["n_iter_run"])
     assert e_ours < 0.8 * e_generic, (e_ours, e_generic)
     assert ours.info["n_iter_run"] <= chosen["n_iter"]
+
+
+def test_cli_prints_and_records_the_choice(stores, tmp_path):
+    """`ptyhpc reconstruct` on a high-dose store: the choice printed and stored; --n-iter is the user's."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ptyhpc.cli import app
+    from ptyhpc.io import layout
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(stores["high"], store)
+    r = CliRunner().invoke(app, ["reconstruct", str(store), "--n-iter", "3", "--workers", "1",
+                                 "--figures", str(tmp_path / "fig")])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "default noise_model = amplitude:" in out and "default n_probe_modes = 3:" in out
+    assert "default n_iter" not in out
+    g = zarr.open_group(str(store), mode="r")
+    rec = g[layout.PTYCHO].attrs["defaults_chosen"]
+    assert rec["chosen"]["n_probe_modes"] == 3 and "n_iter" not in rec["chosen"]
+    assert g[layout.PTYCHO_PROBE].shape == (1, 3, N, N) and g[layout.PTYCHO_ERROR].shape == (1, 3)

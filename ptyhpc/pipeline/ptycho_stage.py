@@ -555,6 +555,8 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoParams | dict, i
             return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": 0.0,
                     "final_error": float(group[layout.PTYCHO_ERROR][item, -1]), "backend": None, "worker": worker,
                     "started": started, "finished": time.time(), "already_done": True}
+        if not params.resolved:   # called directly (reconstruct-item): the choice prepare_results made
+            params, _ = resolve_params(group, params)
         frames, positions, probe, common, grid, xp = item_engine_inputs(group, item, params, init_probe_from)
         tc = time.perf_counter()
         if params.engine == "chain":
