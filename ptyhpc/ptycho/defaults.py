@@ -38,7 +38,7 @@ HIGH_DOSE_COUNTS = 10.0
 #: Iteration cap at high dose (the stopping rule usually ends the run earlier).
 HIGH_DOSE_MAX_ITER = 200
 #: Stopping rule: relative improvement of the data error over the window below which a run stops.
-STALL_TOL = 0.005
+STALL_TOL = 0.01
 STALL_WINDOW = 20
 #: Object and probe step β at high dose.
 HIGH_DOSE_STEP = 0.5
