@@ -21,7 +21,7 @@ Rules (the thresholds and values are measured in docs/real_data.md):
 - high dose in the near field: :data:`NEAR_FIELD_PROBE_MODES` incoherent probe modes (Thibault &
   Menzel, Nature 494, 68 (2013)). A partially coherent beam blurs the near-field fringes; a single
   coherent mode can only explain the blur by a weaker object, which is what washed out the phase of
-  the PETRA III scan (contrast 0.096 → 0.17 rad with three modes).
+  the PETRA III scan.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DataSummary", "summarize_store", "choose_defaults", "stalled", "HIGH_DOSE_COUNTS"]
+__all__ = ["DataSummary", "summarize_store", "choose_defaults", "stalled", "explicit_settings", "apply_data_defaults",
+           "HIGH_DOSE_COUNTS"]
 
 #: Mean counts per measured detector pixel per pattern above which the data count as high dose.
 #: The bundled CNT series has ~0.2, the PETRA III near-field scan ~970.
@@ -46,7 +47,7 @@ HIGH_DOSE_STEP = 0.5
 NEAR_FIELD_PROBE_MODES = 3
 
 
-#: Settings that tune one engine's update: a user who gives one keeps the engine too.
+#: Settings that tune an engine by hand: a user who gives one keeps every engine setting as it is.
 _ENGINE_TUNING = frozenset({"alpha", "dm_beta", "stages"})
 _PIE = ("rpie", "epie", "mpie")
 
