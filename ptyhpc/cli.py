@@ -158,6 +158,11 @@ def _ptycho(client, store: Path, params, figures: Path) -> dict:
     from .pipeline.ptycho_stage import run_ptycho  # noqa: PLC0415
 
     out = run_ptycho(store, params, client=client, lock=False, progress=_progress_mode())
+    for key, why in ((out.get("defaults") or {}).get("reasons") or {}).items():
+        # The data-driven choice (ptyhpc.ptycho.defaults), so a user sees what ran and can override it.
+        chosen = (out["defaults"].get("chosen") or {}).get(key)
+        console.print(f"default {key}{'' if chosen is None else ' = ' + str(chosen)}: {why}", markup=False,
+                      highlight=False, soft_wrap=True)
     _ptycho_figures(store, figures)
     write_ome_phase_stack(store)
     gpu = " (one GPU per task)" if out.get("resources") else ""
@@ -322,8 +327,8 @@ def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
                 scheduler: Optional[str] = typer.Option(None, help="dask scheduler address or scheduler file (kind address)"),
                 workers: Optional[int] = typer.Option(None, help="LocalCluster workers (default: all cores)"),
                 gpus: Optional[int] = typer.Option(None, help="GPU workers (local) or GPUs per job (slurm); tasks then ask for GPU=1"),
-                engine: str = typer.Option("rpie", help="engine name (ptyhpc.ptycho.engines.ENGINES; chains, probe modes, position correction: a recipe's ptycho: section)"),
-                n_iter: int = typer.Option(60, help="iterations per item"),
+                engine: Optional[str] = typer.Option(None, help="engine name (ptyhpc.ptycho.engines.ENGINES; default: rpie, or chosen from the data; chains, probe modes, position correction: a recipe's ptycho: section)"),
+                n_iter: Optional[int] = typer.Option(None, help="iterations per item (default: 60, or chosen from the data)"),
                 backend: str = typer.Option("auto", help="auto | numpy | cupy"),
                 warm_start: bool = typer.Option(False, help="start items from a finished neighbour's probe"),
                 restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
@@ -333,7 +338,8 @@ def reconstruct(store: Path = typer.Argument(..., help="ingested zarr store"),
 
     with _user_errors(store):
         _require_store(store)
-        params = PtychoOptions(engine=engine, n_iter=n_iter, backend=backend, warm_start=warm_start)
+        given = {k: v for k, v in (("engine", engine), ("n_iter", n_iter)) if v is not None}
+        params = PtychoOptions(**given, backend=backend, warm_start=warm_start, user_set=tuple(given))
         cfg = _config(None, _cluster_flags(cluster, scheduler, workers, gpus), site_config)
         fig = _figures_dir(store, figures)
         hint = f"ptyhpc reconstruct {store} --restart"

@@ -9,6 +9,7 @@ stage that runs an engine per item.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,6 +221,19 @@ def item_grid(group, item: int) -> ObjectGrid:
     if made != now:
         raise StoreError(f"results/ptycho were prepared for {made}, the store now says {now}; delete results/ptycho")
     return grid
+
+
+def resolve_params(group, params: PtychoOptions) -> tuple[PtychoOptions, dict | None]:
+    """``params`` with the store's data-driven choices applied, and the record of that choice.
+
+    :func:`ptyhpc.ptycho.defaults.apply_data_defaults` on ``group``; the returned options are marked
+    ``resolved`` so that the choice is made once per run (it sizes the result arrays: iteration count,
+    probe modes) and every task sees the same settings.
+    """
+    from ..ptycho.defaults import apply_data_defaults  # noqa: PLC0415
+
+    params, record = apply_data_defaults(group, params)
+    return dataclasses.replace(params, resolved=True), record
 
 
 def item_engine_inputs(group, item: int, params: PtychoOptions, init_probe_from: int | None = None,

@@ -23,17 +23,18 @@ import numpy as np
 
 from ..io import layout, open_store
 from ..ptycho.chain import reconstruct_chain
+from ..ptycho.defaults import stalled
 from ..ptycho.engines import reconstruct
 from ..ptycho.options import STAGE_KEYS, PtychoOptions  # noqa: F401
 from .item_setup import (NEAR_FIELD_MODEL, ObjectGrid, item_engine_inputs, item_grids, object_grid,  # noqa: F401
-                         propagation_geometry)
+                         propagation_geometry, resolve_params)
 from .item_status import record_failure
 from .orchestrate import (GPU_RESOURCE, ItemProgress, ItemsFailedError, run_item_tasks, task_resources,  # noqa: F401
                           warm_start_order, warm_start_sources)
 from .results import prepare_ptycho_results, write_ptycho_item
 
 __all__ = ["PtychoParams", "ObjectGrid", "object_grid", "item_grids", "reconstruct_item", "run_ptycho",
-           "task_resources", "warm_start_sources", "ItemsFailedError", "prepare_results"]
+           "task_resources", "warm_start_sources", "ItemsFailedError", "prepare_results", "resolve_params"]
 
 #: The stage's options under their original name (recipes, tests and scripts use it).
 PtychoParams = PtychoOptions
@@ -106,13 +107,16 @@ def _reconstruct_item(store_path: str, item: int, params: PtychoOptions | dict, 
             return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": 0.0,
                     "final_error": float(group[layout.PTYCHO_ERROR][item, -1]), "backend": None, "worker": worker,
                     "started": started, "finished": time.time(), "already_done": True}
+        if not params.resolved:   # called directly (reconstruct-item): the choice prepare_results made
+            params, _ = resolve_params(group, params)
         frames, positions, probe, common, grid, xp = item_engine_inputs(group, item, params, init_probe_from)
         tc = time.perf_counter()
         if params.engine == "chain":
             result = reconstruct_chain(frames, positions, probe, grid.pixel_size_m, params.stages, **common)
         else:
+            stop = stalled if params.stop_when_stalled else None
             result = reconstruct(frames, positions, probe, grid.pixel_size_m, engine=params.engine,
-                                 n_iter=params.n_iter, **common)
+                                 n_iter=params.n_iter, stop=stop, **common)
         compute = time.perf_counter() - tc
         write_ptycho_item(group, item, result)   # data first, status last
     return {"item": item, "seconds": time.perf_counter() - t0, "compute_seconds": compute,
@@ -149,7 +153,8 @@ def run_ptycho(store_path: str | Path, params: PtychoOptions | None = None, *, c
     dict
         ``done`` (items computed now), ``skipped`` (already done), ``tasks``
         (per-item dicts from :func:`reconstruct_item`), ``seconds``,
-        ``resources`` (what each task asked for).
+        ``resources`` (what each task asked for), ``defaults`` (the data-driven choice made now,
+        :func:`resolve_params`; None when ``params`` came resolved).
 
     Raises
     ------
@@ -167,8 +172,11 @@ def run_ptycho(store_path: str | Path, params: PtychoOptions | None = None, *, c
     t0 = time.perf_counter()
     with run_lock(store_path) if lock else contextlib.nullcontext():
         group = open_store(store_path, mode="r+")
+        record = None
+        if not params.resolved:
+            params, record = resolve_params(group, params)
         with setup_lock(store_path):
-            prepare_results(group, params)
+            prepare_results(group, params, record)
         status = np.asarray(group[layout.PTYCHO_STATUS][...])
         todo = [int(i) for i in (range(len(status)) if items is None else items) if status[i] != 1]
         skipped = [i for i in range(len(status)) if status[i] == 1]
@@ -185,7 +193,7 @@ def run_ptycho(store_path: str | Path, params: PtychoOptions | None = None, *, c
         raise ItemsFailedError(failed)
     tasks.sort(key=lambda d: d["item"])
     return {"done": todo, "skipped": skipped, "tasks": tasks, "seconds": time.perf_counter() - t0,
-            "resources": resources}
+            "resources": resources, "defaults": record}
 
 
 #: The item progress display under its original name (:mod:`ptyhpc.spectro.stage` uses it).

@@ -13,7 +13,7 @@ from ..io.checksum import result_codecs
 from ..io.energy import ENERGY_STACK
 from ..io.store import StoreError
 from ..ptycho.options import PtychoOptions
-from .item_setup import ObjectGrid, item_grids
+from .item_setup import ObjectGrid, item_grids, resolve_params
 from .item_status import check_item_result, check_params_memory, clear_failure, expected_results, prepare_item_status
 
 __all__ = ["prepare_ptycho_results", "write_ptycho_item", "write_array", "start_group", "finish_group"]
@@ -23,8 +23,12 @@ __all__ = ["prepare_ptycho_results", "write_ptycho_item", "write_array", "start_
 CHECKED = {"compressors": result_codecs(), "config": {"write_empty_chunks": True}}
 
 
-def prepare_ptycho_results(group, params: PtychoOptions) -> ObjectGrid:
+def prepare_ptycho_results(group, params: PtychoOptions, defaults_record: dict | None = None) -> ObjectGrid:
     """Create (or check, on a rerun) the result arrays of the ptycho stage.
+
+    Options not yet ``resolved`` get the data-driven choice first
+    (:func:`~ptyhpc.pipeline.item_setup.resolve_params`), so the arrays have its sizes; the choice
+    (or ``defaults_record``) is written to the ``defaults_chosen`` attribute of ``results/ptycho``.
 
     Raises
     ------
@@ -32,6 +36,8 @@ def prepare_ptycho_results(group, params: PtychoOptions) -> ObjectGrid:
         Existing results were made with another grid, iteration count or
         propagation regime.
     """
+    if not params.resolved:
+        params, defaults_record = resolve_params(group, params)
     grids = item_grids(group, params)
     grid = grids[0]
     prop = dict(grid.extra)
@@ -75,6 +81,8 @@ def prepare_ptycho_results(group, params: PtychoOptions) -> ObjectGrid:
     # but this function and item_setup.item_grid refuse results prepared for the other regime.
     res = group[layout.PTYCHO]
     res.attrs.update({"fft_shape": list(grid.fft_shape), **attrs, **prop})
+    if defaults_record is not None:
+        res.attrs["defaults_chosen"] = defaults_record
     group[layout.PTYCHO_OBJECT].attrs[layout.PROPAGATION_REGIME] = prop["propagation_regime"]
     return grid
 

@@ -19,6 +19,7 @@ pipeline is in :func:`_check_capabilities`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Annotated, Any, Optional
 
@@ -89,6 +90,13 @@ class PtychoOptions:
         (:func:`ptyhpc.ptycho.engines.reconstruct`).
     ``use_detector_mask``
         Leave the store's bad detector pixels (``detector_mask``) free.
+    ``data_defaults``, ``user_set``, ``stop_when_stalled``
+        With ``data_defaults`` (on), the settings the user did not give are chosen from the store
+        (counts per pixel, regime; :func:`ptyhpc.ptycho.defaults.apply_data_defaults`) and the
+        choice is recorded in ``results/ptycho`` attribute ``defaults_chosen``. ``user_set`` names
+        the given settings (a setting whose value differs from the default here counts as given).
+        ``stop_when_stalled`` ends an item's run when its data error stalls (the stored error
+        curve then repeats its last value).
 
     Raises
     ------
@@ -120,6 +128,12 @@ class PtychoOptions:
     position_model: str = "free"  # free | affine (positions an affine map of the scan: a miscalibrated stage)
     subpixel: str = "fourier"
     use_detector_mask: bool = True
+    stop_when_stalled: bool = False  # end an item when its data error stalls (ptyhpc.ptycho.defaults.stalled)
+    data_defaults: bool = True  # let the store's data choose the settings not given (ptyhpc.ptycho.defaults)
+    # Bookkeeping, not settings (left out of equality): the names the user gave, which the data-driven
+    # choice never changes, and whether that choice has been applied.
+    user_set: Optional[tuple] = dataclasses.field(default=None, compare=False)
+    resolved: bool = dataclasses.field(default=False, compare=False)
 
     def __post_init__(self):
         # Runs after the field checks (types and ranges above); here what depends on several fields.
