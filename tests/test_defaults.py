@@ -13,7 +13,7 @@ from ptyhpc import backend
 from ptyhpc.io.readers import ingest_files
 from ptyhpc.pipeline.ptycho_stage import PtychoParams, resolve_params
 from ptyhpc.ptycho import operators as ops
-from ptyhpc.ptycho.defaults import HIGH_DOSE_COUNTS, DataSummary, choose_defaults, stalled, summarize_store
+from ptyhpc.ptycho.defaults import HIGH_DOSE_BACKGROUND, HIGH_DOSE_COUNTS, DataSummary, choose_defaults, stalled, summarize_store
 from ptyhpc.ptycho.engines import probe_from_mean_pattern, reconstruct
 from ptyhpc.ptycho.propagators import NearField
 
@@ -46,7 +46,8 @@ def test_store_summary_and_choice_high_and_low_dose(stores):
     assert hi.regime == lo.regime == "near_field" and hi.n_positions == 20
     chosen, why = choose_defaults(hi)
     assert chosen == {"noise_model": "amplitude", "beta_object": 0.5, "beta_probe": 0.5, "n_iter": 200,
-                      "stop_when_stalled": True, "n_probe_modes": 3}
+                      "stop_when_stalled": True, "n_probe_modes": 3,
+                      "background": pytest.approx(HIGH_DOSE_BACKGROUND * hi.counts_per_pixel, rel=1e-4)}
     assert set(why) == set(chosen) and all("high dose" in w for w in why.values())
     chosen, why = choose_defaults(lo)
     assert chosen == {} and "low dose" in why["all"]
@@ -60,7 +61,7 @@ def test_user_settings_are_never_changed(stores):
     # Given on the command line / in a recipe, even at their generic values: kept.
     p, rec = resolve_params(g, PtychoParams(n_iter=60, noise_model="poisson", user_set=("n_iter", "noise_model")))
     assert (p.n_iter, p.noise_model, p.n_probe_modes) == (60, "poisson", 3)
-    assert set(rec["chosen"]) == {"beta_object", "beta_probe", "stop_when_stalled", "n_probe_modes"}
+    assert set(rec["chosen"]) == {"beta_object", "beta_probe", "stop_when_stalled", "n_probe_modes", "background"}
     # A Python caller's non-default value counts as given.
     p, _ = resolve_params(g, PtychoParams(n_iter=7, beta_object=0.3))
     assert (p.n_iter, p.beta_object, p.beta_probe) == (7, 0.3, 0.5)

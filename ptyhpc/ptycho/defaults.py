@@ -18,6 +18,9 @@ Rules (the thresholds and values are measured in docs/real_data.md):
   limit at high counts and allows larger steps (β = :data:`HIGH_DOSE_STEP` for object and probe);
   up to :data:`HIGH_DOSE_MAX_ITER` iterations with the stopping rule of :func:`stalled` (stop when
   the data error improves by less than :data:`STALL_TOL` over :data:`STALL_WINDOW` iterations).
+- high dose: an incoherent background, started at :data:`HIGH_DOSE_BACKGROUND` of the mean counts
+  per pixel and refined with the object (the multiplicative update of
+  :func:`ptyhpc.ptycho.engines.reconstruct`).
 - high dose in the near field: :data:`NEAR_FIELD_PROBE_MODES` incoherent probe modes (Thibault &
   Menzel, Nature 494, 68 (2013)). A partially coherent beam blurs the near-field fringes; a single
   coherent mode can only explain the blur by a weaker object, which is what washed out the phase of
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["DataSummary", "summarize_store", "choose_defaults", "stalled", "explicit_settings", "apply_data_defaults",
-           "HIGH_DOSE_COUNTS"]
+           "HIGH_DOSE_COUNTS", "HIGH_DOSE_BACKGROUND"]
 
 #: Mean counts per measured detector pixel per pattern above which the data count as high dose.
 #: The bundled CNT series has ~0.2, the PETRA III near-field scan ~970.
@@ -45,6 +48,8 @@ STALL_WINDOW = 20
 HIGH_DOSE_STEP = 0.5
 #: Probe modes in the near field at high dose.
 NEAR_FIELD_PROBE_MODES = 3
+#: Initial incoherent background at high dose, as a fraction of the mean counts per pixel (it is refined).
+HIGH_DOSE_BACKGROUND = 0.005
 
 
 #: Settings that tune an engine by hand: a user who gives one keeps every engine setting as it is.
@@ -139,6 +144,10 @@ def choose_defaults(summary: DataSummary, explicit=(), engine: str = "rpie") -> 
     pick("n_iter", HIGH_DOSE_MAX_ITER, f"{high}: up to {HIGH_DOSE_MAX_ITER} iterations, stopped when the data "
                                        f"error improves by < {STALL_TOL:.1%} over {STALL_WINDOW}")
     pick("stop_when_stalled", True, f"{high}: iterate until the data error stalls")
+    pick("background", round(HIGH_DOSE_BACKGROUND * summary.counts_per_pixel, 6),
+         f"{high}: an incoherent background (scatter, dark current, detector offsets) refined with the object, "
+         f"started at {HIGH_DOSE_BACKGROUND:.1%} of the mean counts; at high dose the residual it removes "
+         "would otherwise go into the object")
     if summary.regime == "near_field":
         pick("n_probe_modes", NEAR_FIELD_PROBE_MODES, f"{high}, near field: incoherent probe modes take the beam's "
                                                       "partial coherence (one mode washes out the phase)")

@@ -41,7 +41,7 @@ Int = Annotated[int, BeforeValidator(_no_bool)]
 #: Settings a stage of a chain may change; the grid, masks, seed and backend are the stage's.
 STAGE_KEYS = ("engine", "n_iter", "alpha", "beta_object", "beta_probe", "probe_update_start", "noise_model",
               "batch_size", "dm_beta", "n_probe_modes", "position_correction_start", "position_step",
-              "max_position_shift_px", "position_model", "subpixel")
+              "max_position_shift_px", "position_model", "subpixel", "background")
 
 #: Per-feature groups a recipe may use instead of flat keys: group -> the flat keys it holds.
 GROUPS = {
@@ -49,7 +49,7 @@ GROUPS = {
     "object": ("alpha", "beta_object"),
     "positions": ("position_correction_start", "position_step", "max_position_shift_px", "position_model",
                   "subpixel"),
-    "data": ("noise_model", "use_detector_mask", "fft_size"),
+    "data": ("noise_model", "use_detector_mask", "fft_size", "background"),
 }
 
 
@@ -90,6 +90,9 @@ class PtychoOptions:
         (:func:`ptyhpc.ptycho.engines.reconstruct`).
     ``use_detector_mask``
         Leave the store's bad detector pixels (``detector_mask``) free.
+    ``background``
+        Initial incoherent background (counts per detector pixel, uniform), refined with the object
+        (:func:`ptyhpc.ptycho.engines.reconstruct`); None: no background term.
     ``data_defaults``, ``user_set``, ``stop_when_stalled``
         With ``data_defaults`` (on), the settings the user did not give are chosen from the store
         (counts per pixel, regime; :func:`ptyhpc.ptycho.defaults.apply_data_defaults`) and the
@@ -128,6 +131,8 @@ class PtychoOptions:
     position_model: str = "free"  # free | affine (positions an affine map of the scan: a miscalibrated stage)
     subpixel: str = "fourier"
     use_detector_mask: bool = True
+    # Initial incoherent background, counts per detector pixel, refined with the object (null: none).
+    background: Optional[Annotated[float, Field(gt=0)]] = None
     stop_when_stalled: bool = False  # end an item when its data error stalls (ptyhpc.ptycho.defaults.stalled)
     data_defaults: bool = True  # let the store's data choose the settings not given (ptyhpc.ptycho.defaults)
     # Bookkeeping, not settings (left out of equality): the names the user gave, which the data-driven
