@@ -172,9 +172,9 @@ def stalled(errors, window: int = STALL_WINDOW, tol: float = STALL_TOL) -> bool:
 def explicit_settings(params) -> set[str]:
     """Names of the settings of ``params`` (a PtychoParams) that the user gave.
 
-    ``params.user_set`` when the caller recorded it (CLI, recipe), plus every setting whose value
-    differs from the generic default (a Python caller who passes a non-default value). A setting
-    given with exactly its generic default value is seen as given only through ``user_set``.
+    ``params.user_set`` (the CLI's flags, a recipe's keys, or the keywords of a Python call:
+    :class:`~ptyhpc.ptycho.options.PtychoOptions` records them), plus every setting whose value
+    differs from the generic default (options built without keywords, then changed).
     """
     import dataclasses  # noqa: PLC0415
 

@@ -23,7 +23,8 @@ import dataclasses
 import re
 from typing import Annotated, Any, Optional
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ArgsKwargs
 from pydantic.dataclasses import dataclass
 
 __all__ = ["PtychoOptions", "GROUPS", "STAGE_KEYS", "flatten_section", "options_from_section", "error_lines"]
@@ -97,7 +98,8 @@ class PtychoOptions:
         With ``data_defaults`` (on), the settings the user did not give are chosen from the store
         (counts per pixel, regime; :func:`ptyhpc.ptycho.defaults.apply_data_defaults`) and the
         choice is recorded in ``results/ptycho`` attribute ``defaults_chosen``. ``user_set`` names
-        the given settings (a setting whose value differs from the default here counts as given).
+        the given settings: recorded from the keywords of the call (even at default values), or passed
+        by the CLI and recipes; a setting whose value differs from the default here also counts.
         ``stop_when_stalled`` ends an item's run when its data error stalls (the stored error
         curve then repeats its last value).
 
@@ -139,6 +141,17 @@ class PtychoOptions:
     # choice never changes, and whether that choice has been applied.
     user_set: Optional[tuple] = dataclasses.field(default=None, compare=False)
     resolved: bool = dataclasses.field(default=False, compare=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _record_given(cls, data):
+        # A Python caller's keywords are the settings it gave (even at their default values): the
+        # data-driven defaults must leave them alone. Callers that know better (CLI, recipe, a copy
+        # made by dataclasses.replace) pass user_set themselves.
+        if isinstance(data, ArgsKwargs) and data.kwargs and "user_set" not in data.kwargs:
+            given = tuple(k for k in data.kwargs if k not in ("resolved", "data_defaults"))
+            return ArgsKwargs(data.args, {**data.kwargs, "user_set": given})
+        return data
 
     def __post_init__(self):
         # Runs after the field checks (types and ranges above); here what depends on several fields.
