@@ -152,12 +152,16 @@ def mpie_end_of_pass(obj, prb, ctx, *, update_probe):
     """mPIE momentum after a pass (period T = one pass): ν ← ην + (X − X_prev), X ← X + ην.
 
     Maiden, Johnson & Li, Optica 4, 736 (2017), Algorithm 1; η = ``ctx.momentum`` (object, probe).
+    With several probe modes only the object takes momentum (see the comment below).
     """
     s, (eta_o, eta_p) = ctx.state, ctx.momentum
     s["vel_o"] = eta_o * s["vel_o"] + (obj - s["prev_o"])
     obj = obj + eta_o * s["vel_o"]
     s["prev_o"] = obj.copy()
-    if update_probe:
+    # Probe momentum for one coherent mode only: incoherent modes are defined up to a unitary mixing
+    # (and a phase per mode) that the orthogonalisation after every pass re-chooses, so the change of
+    # the mode array between passes is not a direction worth extrapolating (it diverges).
+    if update_probe and prb.ndim == 2:
         s["vel_p"] = eta_p * s["vel_p"] + (prb - s["prev_p"])
         prb = prb + eta_p * s["vel_p"]
     s["prev_p"] = prb.copy()
