@@ -11,6 +11,9 @@ from .preprocess import CHANNELS
 
 __all__ = ["TomoOptions"]
 
+#: Offset/ramp removal methods of the stage (``background``; ``border`` uses ``border_px``).
+BACKGROUNDS = ("dark", "robust", "border")
+
 
 class TomoOptions(BaseModel):
     """Options of the tomography stage (those of `ptyhpc tomo`; every keyword of :func:`ptyhpc.tomo.run_tomo`).
@@ -48,32 +51,14 @@ class TomoOptions(BaseModel):
     filter_name: Optional[str] = "ramp"  # FBP filter (ptyhpc.tomo.FILTERS; null: none)
     slab_size: Optional[int] = Field(default=None, ge=1)  # volume rows per dask task (null: the default slab)
 
-    @field_validator("channel")
+    @field_validator("channel", "center_method", "background", "filter_name")
     @classmethod
-    def _channel(cls, v):
-        if v not in CHANNELS:
-            raise ValueError(f"must be one of {CHANNELS}")
-        return v
-
-    @field_validator("center_method")
-    @classmethod
-    def _center(cls, v):
-        if v not in CENTER_METHODS:
-            raise ValueError(f"must be one of {CENTER_METHODS}")
-        return v
-
-    @field_validator("background")
-    @classmethod
-    def _background(cls, v):
-        if v not in ("dark", "robust", "border"):
-            raise ValueError("must be 'dark', 'robust' or 'border'")
-        return v
-
-    @field_validator("filter_name")
-    @classmethod
-    def _filter(cls, v):
+    def _known_name(cls, v, info):
+        # One check for every option that names a method; the allowed names live with the methods.
         from .fbp import FILTERS  # noqa: PLC0415
 
-        if v not in FILTERS:
-            raise ValueError(f"must be one of {FILTERS}")
+        allowed = {"channel": CHANNELS, "center_method": CENTER_METHODS, "background": BACKGROUNDS,
+                   "filter_name": FILTERS}[info.field_name]
+        if v is not None and v not in allowed:
+            raise ValueError(f"must be one of {tuple(allowed)}")
         return v
