@@ -25,7 +25,6 @@ the options of ``ptyhpc ingest`` (see :class:`InputSpec`), e.g. for the PETRA II
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 from pathlib import Path
 from typing import Optional
@@ -34,7 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .io import layout
-from .ptycho.options import PtychoOptions, flatten_section, options_from_section
+from .ptycho.options import PtychoOptions, options_from_section
 from .spectro.options import SpectroSpec
 from .tomo.options import TomoOptions
 
@@ -137,9 +136,8 @@ class Recipe(_Strict):
     def ptycho_params(self) -> PtychoOptions:
         """The ``ptycho`` section as :class:`~ptyhpc.ptycho.options.PtychoOptions` (groups merged), validated."""
         if self._ptycho_options is None:
-            # The keys the recipe gives are the user's: the data-driven defaults leave them alone.
-            opts = options_from_section(self.ptycho)
-            self._ptycho_options = dataclasses.replace(opts, user_set=tuple(flatten_section(self.ptycho)))
+            # The recipe's keys become the options' user_set (the data-driven defaults leave them alone).
+            self._ptycho_options = options_from_section(self.ptycho)
         return self._ptycho_options
 
     def cluster_settings(self) -> dict:
